@@ -1,0 +1,157 @@
+"""The store interface: the only way the broker reaches durable state.
+
+Two roles, kept apart so a backend can play either or both:
+
+* :class:`LogStore` opens :class:`PartitionLog` objects: append-only logs of
+  messages, one per stream partition, addressed by offset.
+* :class:`MetadataStore` keeps small JSON documents (stream and subscription
+  definitions) and cursor checkpoints (opaque bytes).
+
+Every implementation passes the conformance suite in ``tests/store``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from relaymq.core.message import Message
+
+
+class FsyncPolicy(enum.StrEnum):
+    """When appended records are forced to stable storage before an append returns.
+
+    * ``always``: every append call is fsynced on its own before it returns.
+    * ``batch``: appends that arrive together share one fsync (group commit);
+      every append still returns only after its records are fsynced.
+    * ``never``: the OS decides; an append returns once written to the page cache.
+    """
+
+    ALWAYS = "always"
+    BATCH = "batch"
+    NEVER = "never"
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionLimits:
+    """How much of a partition to keep. ``None`` means no limit of that kind."""
+
+    max_age_ms: int | None = None
+    max_bytes: int | None = None
+    max_messages: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionStats:
+    """What a partition holds right now."""
+
+    first_offset: int
+    next_offset: int
+    messages: int
+    bytes: int
+    first_timestamp_ms: int | None
+    last_timestamp_ms: int | None
+
+
+class PartitionLog(Protocol):
+    """An append-only log of one stream partition. Offsets start at 0 and never repeat."""
+
+    @property
+    def first_offset(self) -> int:
+        """The lowest offset still retained (equals ``next_offset`` when empty)."""
+        ...
+
+    @property
+    def next_offset(self) -> int:
+        """The offset the next appended message will get."""
+        ...
+
+    async def append(self, messages: Sequence[Message]) -> int:
+        """Append ``messages`` in order and return the offset of the first one.
+
+        Sets ``partition`` and ``offset`` on each message. Returns only once the
+        records are as durable as the store's fsync policy promises; on return
+        the messages are readable. Raises :class:`relaymq.errors.StorageFull`
+        when the disk is full; nothing of a failed call becomes visible.
+        """
+        ...
+
+    async def read(self, from_offset: int, max_messages: int, max_bytes: int) -> list[Message]:
+        """Messages from ``from_offset`` (clamped up to ``first_offset``) in offset order.
+
+        Returns at least one message if any exists at or after ``from_offset``,
+        even if it is larger than ``max_bytes``; an empty list at the end.
+        """
+        ...
+
+    async def offset_for_timestamp(self, timestamp_ms: int) -> int:
+        """The first offset whose message has ``timestamp_ms`` >= the given time
+        (``next_offset`` if none)."""
+        ...
+
+    async def trim(self, before_offset: int) -> int:
+        """Drop messages below ``before_offset`` (a store may keep a few more, whole
+        segments at a time); return the new ``first_offset``."""
+        ...
+
+    async def enforce_retention(self, limits: RetentionLimits, now_ms: int) -> int:
+        """Drop the oldest messages that break ``limits``; return the new ``first_offset``."""
+        ...
+
+    def stats(self) -> PartitionStats:
+        """Counts and bounds of what the partition holds."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and release the partition's resources."""
+        ...
+
+
+class LogStore(Protocol):
+    """Opens and deletes partition logs."""
+
+    async def open_partition(self, namespace: str, stream: str, partition: int) -> PartitionLog:
+        """Open (creating if missing, recovering if damaged) one partition's log."""
+        ...
+
+    async def delete_stream(self, namespace: str, stream: str) -> None:
+        """Delete the logs of every partition of a stream (they must be closed first)."""
+        ...
+
+    async def close(self) -> None:
+        """Close every open partition log."""
+        ...
+
+
+class MetadataStore(Protocol):
+    """Small documents and cursor checkpoints, written atomically and durably."""
+
+    async def put_document(self, kind: str, key: str, document: dict[str, Any]) -> None:
+        """Create or replace the document ``(kind, key)``."""
+        ...
+
+    async def delete_document(self, kind: str, key: str) -> None:
+        """Delete a document; deleting a missing one is not an error."""
+        ...
+
+    async def list_documents(self, kind: str) -> list[dict[str, Any]]:
+        """Every document of ``kind``, in key order."""
+        ...
+
+    async def save_checkpoints(self, checkpoints: Sequence[tuple[str, bytes]]) -> None:
+        """Durably store many ``(key, state)`` cursor checkpoints in one transaction."""
+        ...
+
+    async def load_checkpoint(self, key: str) -> bytes | None:
+        """The last saved checkpoint of ``key``, or ``None``."""
+        ...
+
+    async def delete_checkpoints(self, key_prefix: str) -> None:
+        """Delete every checkpoint whose key starts with ``key_prefix``."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and close."""
+        ...
