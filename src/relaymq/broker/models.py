@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from relaymq.core.cursor import DeliveryMode
+from relaymq.core.cursor import Delivery, DeliveryMode
 
 
 class RetentionPolicy(enum.StrEnum):
@@ -174,10 +174,6 @@ class PublishResult(msgspec.Struct, kw_only=True, frozen=True):
     duplicate: bool = False
 
 
-class Received(msgspec.Struct, kw_only=True, frozen=True):
-    """A message handed to a consumer, with the receipt that acks it."""
-
-    message: Any
-    receipt: str
-    delivery_count: int
-    lease_deadline_ms: int
+Received = Delivery
+"""A message handed to a consumer: ``message``, ``receipt`` (acks it),
+``delivery_count`` and ``deadline_ms`` (when the lease ends)."""

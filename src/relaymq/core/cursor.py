@@ -1,17 +1,46 @@
 """The subscription cursor of one partition: what is done, what is leased, what is due.
 
-CONTRACT STUB — the public surface below is fixed (the broker codes against it);
-the bodies are to be implemented.
+A :class:`PartitionCursor` holds a read-ahead window of messages the broker
+offers from the partition log, and moves each held message between states::
+
+                 offer ──► scheduled ──(due)──► available ──take──► in flight ──ack──► done
+                              ▲                     ▲                 │
+                              └──── nack / lease expiry (backoff) ────┤
+                                                    └── release ──────┤
+                                    dead-letter pending ◄── term / max deliveries / TTL
+                                         └── confirm_dead_letter ──► done
+
+Done offsets live in :class:`~relaymq.core.ranges.AckedRanges` (a floor plus
+ranges above it), so the checkpoint stays small. Everything here is pure: time
+comes in as ``now_ms``, randomness from the ``random.Random`` passed in.
+
+Per-message work is O(log n): the available messages sit in a heap ordered by
+(priority, offset), schedules, lease deadlines and TTLs in their own heaps.
+Heap items are never removed from the middle; they are checked when popped
+("lazy deletion") and the lease heap is rebuilt when stale items dominate it.
 """
 
 from __future__ import annotations
 
 import enum
+import heapq
 import random
+import re
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import msgspec
+
 from relaymq.core.message import Message
+from relaymq.core.ranges import AckedRanges
+from relaymq.errors import (
+    InvalidArgument,
+    InvalidReceipt,
+    ReceiptNotFound,
+    StaleReceipt,
+    WrongDeliveryMode,
+)
 
 
 class DeliveryMode(enum.StrEnum):
@@ -24,29 +53,60 @@ class DeliveryMode(enum.StrEnum):
     ORDERED = "ordered"
 
 
+# Exponents beyond this would overflow a float; the cap has long been reached anyway.
+_MAX_BACKOFF_EXPONENT = 1_000
+
+
 @dataclass(frozen=True, slots=True)
 class BackoffPolicy:
+    """Exponential redelivery backoff: ``initial_ms * multiplier ** (count - 1)``,
+    capped at ``max_ms``, then spread by ± ``jitter`` (a fraction) so retries of
+    many messages failing together do not arrive together."""
+
     initial_ms: int = 1_000
     max_ms: int = 60_000
     multiplier: float = 2.0
     jitter: float = 0.2
 
+    def __post_init__(self) -> None:
+        if self.initial_ms < 0 or self.max_ms < self.initial_ms:
+            raise InvalidArgument("backoff needs 0 <= initial_ms <= max_ms")
+        if self.multiplier < 1 or not 0 <= self.jitter <= 1:
+            raise InvalidArgument("backoff needs multiplier >= 1 and 0 <= jitter <= 1")
+
     def delay_ms(self, delivery_count: int, rng: random.Random) -> int:
         """Delay before redelivery after the ``delivery_count``-th delivery failed."""
-        raise NotImplementedError
+        exponent = min(max(delivery_count, 1) - 1, _MAX_BACKOFF_EXPONENT)
+        try:
+            base_ms = min(self.initial_ms * float(self.multiplier) ** exponent, self.max_ms)
+        except OverflowError:
+            base_ms = self.max_ms
+        if self.jitter:
+            base_ms *= 1 + rng.uniform(-self.jitter, self.jitter)
+        return max(0, round(base_ms))
 
 
 @dataclass(frozen=True, slots=True)
 class CursorPolicy:
+    """How a subscription delivers: mode, lease length, retry limit, backoff, window."""
+
     mode: DeliveryMode = DeliveryMode.SHARED
     ack_timeout_ms: int = 30_000
     max_deliveries: int = 0  # 0 = unlimited
     backoff: BackoffPolicy = BackoffPolicy()
     window_messages: int = 10_000
 
+    def __post_init__(self) -> None:
+        if self.ack_timeout_ms <= 0 or self.window_messages <= 0 or self.max_deliveries < 0:
+            raise InvalidArgument(
+                "cursor policy needs ack_timeout_ms > 0, window_messages > 0, max_deliveries >= 0"
+            )
+
 
 @dataclass(slots=True)
 class Delivery:
+    """A message leased to a consumer until ``deadline_ms``; ``receipt`` settles it."""
+
     message: Message
     receipt: str
     delivery_count: int
@@ -55,28 +115,50 @@ class Delivery:
 
 @dataclass(slots=True)
 class DeadLetter:
+    """A message the cursor gave up on; the broker publishes it, then confirms it."""
+
     message: Message
     delivery_count: int
     reason: str  # "max_deliveries" | "terminated" | "expired"
     last_error: str | None
 
 
+_CHECKPOINT_VERSION = 1
+_CheckpointWire = tuple[int, int, tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class CursorCheckpoint:
+    """What survives a restart: the ack floor, acked ranges above it, and the
+    delivery counts of messages not done yet (so poison messages still reach
+    ``max_deliveries`` across crashes)."""
+
     ack_floor: int
     acked_ranges: tuple[tuple[int, int], ...]
     delivery_counts: tuple[tuple[int, int], ...]
 
     def encode(self) -> bytes:
-        raise NotImplementedError
+        """The checkpoint as msgpack: ``[version, floor, ranges, counts]``."""
+        return msgspec.msgpack.encode(
+            (_CHECKPOINT_VERSION, self.ack_floor, self.acked_ranges, self.delivery_counts)
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> CursorCheckpoint:
-        raise NotImplementedError
+        """Parse :meth:`encode`'s output; :class:`InvalidArgument` for anything else."""
+        try:
+            version, floor, ranges, counts = msgspec.msgpack.decode(data, type=_CheckpointWire)
+        except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as error:
+            raise InvalidArgument("corrupt cursor checkpoint", error=str(error)) from None
+        if version != _CHECKPOINT_VERSION or floor < 0:
+            raise InvalidArgument("unsupported cursor checkpoint", version=version)
+        return cls(floor, ranges, counts)
 
 
 @dataclass(frozen=True, slots=True)
 class CursorStats:
+    """Counters of a cursor (or, summed, of a subscription)."""
+
     ack_floor: int
     read_offset: int
     pending: int
@@ -87,7 +169,75 @@ class CursorStats:
     oldest_unacked_timestamp_ms: int | None
 
 
+# -- receipts ----------------------------------------------------------------------------
+
+# partition . offset . lease id, lowercase hex, bounded so a hostile string cannot
+# make us parse a huge integer.
+_RECEIPT = re.compile(r"([0-9a-f]{1,8})\.([0-9a-f]{1,16})\.([0-9a-f]{1,28})")
+_NONCE_MASK = (1 << 64) - 1
+# Lease ids are ``nonce << 48 | counter``: a fresh nonce per process start makes them
+# unique across restarts; 2**48 leases per cursor is ~89 years at 100k msg/s.
+_LEASE_COUNTER_BITS = 48
+
+
+def parse_receipt(receipt: str) -> tuple[int, int, int]:
+    """``(partition, offset, lease_id)`` of a receipt; :class:`InvalidReceipt` if malformed."""
+    match = _RECEIPT.fullmatch(receipt) if isinstance(receipt, str) else None
+    if match is None:
+        raise InvalidReceipt("malformed receipt")
+    partition, offset, lease_id = match.groups()
+    return int(partition, 16), int(offset, 16), int(lease_id, 16)
+
+
+# -- one held message -----------------------------------------------------------------------
+
+_AVAILABLE = 0
+_SCHEDULED = 1
+_IN_FLIGHT = 2
+_DEAD = 3  # handed out as a DeadLetter, waiting for confirm_dead_letter
+
+
+class _Entry:
+    """The state of one held (not done) message. Slotted: one per message on the hot path."""
+
+    __slots__ = (
+        "consumer_id",
+        "deadline_ms",
+        "delivery_count",
+        "due_ms",
+        "last_error",
+        "lease_id",
+        "message",
+        "offset",
+        "queued",
+        "state",
+    )
+
+    def __init__(self, message: Message, delivery_count: int) -> None:
+        self.message = message
+        self.offset = message.offset
+        self.state = _AVAILABLE
+        self.delivery_count = delivery_count
+        self.lease_id = 0
+        self.consumer_id = ""
+        self.deadline_ms = 0
+        self.due_ms = 0
+        self.last_error: str | None = None
+        self.queued = False  # has an item in the ready heap
+
+    def expired(self, now_ms: int) -> bool:
+        expires_at_ms = self.message.expires_at_ms
+        return expires_at_ms is not None and expires_at_ms <= now_ms
+
+
+def _holds_lease(entry: _Entry | None, lease_id: int, deadline_ms: int) -> bool:
+    """Whether a lease-heap item still describes the entry's current lease."""
+    return entry is not None and entry.lease_id == lease_id and entry.deadline_ms == deadline_ms
+
+
 class PartitionCursor:
+    """The state of one subscription on one stream partition (see the module doc)."""
+
     def __init__(
         self,
         partition: int,
@@ -98,4 +248,607 @@ class PartitionCursor:
         subject_filter: Callable[[str], bool] | None = None,
         checkpoint: CursorCheckpoint | None = None,
     ) -> None:
-        raise NotImplementedError
+        if partition < 0 or start_offset < 0:
+            raise InvalidArgument("partition and start offset must not be negative")
+        self.partition = partition
+        self._policy = policy
+        self._rng = rng
+        self._subject_filter = subject_filter
+        self._lease_base = (lease_nonce & _NONCE_MASK) << _LEASE_COUNTER_BITS
+        self._lease_counter = 0
+        self._receipt_prefix = f"{partition:x}."
+        self._ordered = policy.mode is DeliveryMode.ORDERED
+        self._key_ordered = policy.mode is DeliveryMode.KEY_ORDERED
+        self._restored_counts: dict[int, int] = {}
+        if checkpoint is None:
+            self._done = AckedRanges(start_offset)
+        else:
+            self._done = AckedRanges(checkpoint.ack_floor, checkpoint.acked_ranges)
+            self._restored_counts = {o: c for o, c in checkpoint.delivery_counts if c > 0}
+        self._acked_total = 0
+        self._redelivered_total = 0
+        self._dead_lettered_total = 0
+        self._reset_window(self._done.floor)
+
+    def _reset_window(self, read_offset: int) -> None:
+        """Forget every held message and lease; reading restarts at ``read_offset``."""
+        self._read_offset = read_offset
+        self._entries: dict[int, _Entry] = {}
+        self._in_flight: dict[int, _Entry] = {}
+        self._in_flight_by_consumer: dict[str, int] = {}
+        self._dead_pending = 0
+        self._ready: list[tuple[int, int]] = []  # (-priority, offset)
+        self._scheduled: list[tuple[int, int]] = []  # (due_ms, offset)
+        self._deadlines: list[tuple[int, int, int]] = []  # (deadline_ms, offset, lease_id)
+        self._expiries: list[tuple[int, int]] = []  # (expires_at_ms, offset)
+        self._key_queues: dict[str, deque[int]] = {}  # key_ordered: held offsets per key
+        self._ordered_in_flight: deque[int] = deque()  # ordered: delivered offsets, in order
+        self._next_delivery = read_offset  # ordered: the next offset to hand out
+        self._paused_until_ms: int | None = None  # ordered: backoff after a failure
+        self._dead_backlog: list[DeadLetter] = []  # found lazily, returned by expire()
+
+    # -- properties --------------------------------------------------------------------
+
+    @property
+    def policy(self) -> CursorPolicy:
+        """The delivery policy in force."""
+        return self._policy
+
+    @property
+    def mode(self) -> DeliveryMode:
+        """The delivery mode (fixed for the cursor's life)."""
+        return self._policy.mode
+
+    @property
+    def read_offset(self) -> int:
+        """The next offset :meth:`offer` expects."""
+        return self._read_offset
+
+    @property
+    def ack_floor(self) -> int:
+        """Every offset below this is done."""
+        return self._done.floor
+
+    def update_policy(self, policy: CursorPolicy) -> None:
+        """Apply new timeouts, retry limit, backoff or window; leases in flight keep theirs."""
+        if policy.mode is not self._policy.mode:
+            raise InvalidArgument("the delivery mode of a cursor cannot change")
+        self._policy = policy
+
+    def room(self) -> int:
+        """How many more messages :meth:`offer` accepts into the window."""
+        return max(0, self._policy.window_messages - len(self._entries))
+
+    def available(self) -> int:
+        """Roughly how many held messages could be delivered now (not scheduled)."""
+        return max(0, self._pending() - len(self._scheduled))
+
+    def _pending(self) -> int:
+        """Held messages waiting for a delivery: neither in flight nor dead-letter pending."""
+        return len(self._entries) - len(self._in_flight) - self._dead_pending
+
+    def in_flight_of(self, consumer_id: str) -> int:
+        """How many messages ``consumer_id`` holds leases on."""
+        return self._in_flight_by_consumer.get(consumer_id, 0)
+
+    # -- filling the window ----------------------------------------------------------------
+
+    def offer(self, messages: Sequence[Message]) -> int:
+        """Take messages read from the log at :attr:`read_offset` onwards into the window.
+
+        Offsets must increase; a gap means retention removed those offsets, and they
+        count as done. Messages already done (restored acks) or not matching the
+        subject filter are done at once and take no room. Stops when the window is
+        full and returns how many messages it consumed; the rest must be offered again.
+        """
+        consumed = 0
+        room = self.room()
+        for message in messages:
+            offset = message.offset
+            if offset != self._read_offset:
+                self._skip_gap(offset)
+            if self._done.contains(offset) or not self._wanted(message):
+                self._done.add(offset)
+                self._restored_counts.pop(offset, None)
+            elif room == 0:
+                break
+            else:
+                self._hold(message)
+                room -= 1
+            self._read_offset = offset + 1
+            consumed += 1
+        return consumed
+
+    def _skip_gap(self, offset: int) -> None:
+        if offset < self._read_offset:
+            raise InvalidArgument(
+                "offered offset already read", offset=offset, read_offset=self._read_offset
+            )
+        self._done.add_range(self._read_offset, offset)
+        self._read_offset = offset
+
+    def _wanted(self, message: Message) -> bool:
+        subject_filter = self._subject_filter
+        return subject_filter is None or subject_filter(message.subject)
+
+    def _hold(self, message: Message) -> None:
+        offset = message.offset
+        count = self._restored_counts.pop(offset, 0) if self._restored_counts else 0
+        entry = _Entry(message, count)
+        self._entries[offset] = entry
+        if message.expires_at_ms is not None:
+            heapq.heappush(self._expiries, (message.expires_at_ms, offset))
+        if self._key_ordered and message.key is not None:
+            self._key_queues.setdefault(message.key, deque()).append(offset)
+        max_deliveries = self._policy.max_deliveries
+        if max_deliveries and count >= max_deliveries:
+            # A poison message that exhausted its deliveries before a restart.
+            error = "max deliveries reached before restart"
+            self._dead_backlog.append(self._dead_letter(entry, "max_deliveries", error))
+        elif message.deliver_at_ms is not None:
+            self._schedule(entry, message.deliver_at_ms)
+        else:
+            self._make_ready(entry)
+
+    def skip_to(self, offset: int) -> None:
+        """Mark every offset below ``offset`` done (retention removed them, or a purge).
+
+        Held messages below it are dropped with their leases (their receipts are then
+        not found); reading resumes at ``offset`` if it was behind.
+        """
+        if offset <= self._done.floor:
+            return
+        for entry in [e for o, e in self._entries.items() if o < offset]:
+            if entry.state == _IN_FLIGHT:
+                self._end_lease(entry)
+            self._complete(entry)
+        self._done.advance_floor(offset)
+        if offset > self._read_offset:
+            self._read_offset = offset
+        if self._ordered:
+            self._next_delivery = max(self._next_delivery, self._done.floor)
+
+    # -- state moves ---------------------------------------------------------------------
+
+    def _make_ready(self, entry: _Entry) -> None:
+        """Available now. Only key heads (and keyless messages) enter the ready heap."""
+        entry.state = _AVAILABLE
+        if self._ordered or entry.queued:
+            return
+        key = entry.message.key
+        if self._key_ordered and key is not None and self._key_queues[key][0] != entry.offset:
+            return
+        entry.queued = True
+        heapq.heappush(self._ready, (-entry.message.priority, entry.offset))
+
+    def _schedule(self, entry: _Entry, due_ms: int) -> None:
+        entry.state = _SCHEDULED
+        entry.due_ms = due_ms
+        heapq.heappush(self._scheduled, (due_ms, entry.offset))
+        expires_at_ms = entry.message.expires_at_ms
+        if expires_at_ms is not None and expires_at_ms < due_ms:
+            # Its TTL item may have been consumed while it was in flight.
+            heapq.heappush(self._expiries, (expires_at_ms, entry.offset))
+
+    def _lease(self, entry: _Entry, consumer_id: str, now_ms: int) -> Delivery:
+        self._lease_counter += 1
+        lease_id = self._lease_base | self._lease_counter
+        offset = entry.offset
+        count = entry.delivery_count = entry.delivery_count + 1
+        if count > 1:
+            self._redelivered_total += 1
+        deadline_ms = now_ms + self._policy.ack_timeout_ms
+        entry.state = _IN_FLIGHT
+        entry.lease_id = lease_id
+        entry.consumer_id = consumer_id
+        entry.deadline_ms = deadline_ms
+        self._in_flight[offset] = entry
+        by_consumer = self._in_flight_by_consumer
+        by_consumer[consumer_id] = by_consumer.get(consumer_id, 0) + 1
+        heapq.heappush(self._deadlines, (deadline_ms, offset, lease_id))
+        if self._ordered:
+            self._ordered_in_flight.append(offset)
+        receipt = f"{self._receipt_prefix}{offset:x}.{lease_id:x}"
+        return Delivery(entry.message, receipt, count, deadline_ms)
+
+    def _end_lease(self, entry: _Entry) -> None:
+        """Forget the lease of an in-flight entry (the caller sets its next state)."""
+        del self._in_flight[entry.offset]
+        by_consumer = self._in_flight_by_consumer
+        remaining = by_consumer[entry.consumer_id] - 1
+        if remaining:
+            by_consumer[entry.consumer_id] = remaining
+        else:
+            del by_consumer[entry.consumer_id]
+
+    def _complete(self, entry: _Entry) -> None:
+        """Done: leaves the window for good."""
+        if entry.state == _DEAD:
+            self._dead_pending -= 1
+        del self._entries[entry.offset]
+        self._done.add(entry.offset)
+        key = entry.message.key
+        if self._key_ordered and key is not None:
+            self._advance_key(key)
+
+    def _dead_letter(self, entry: _Entry, reason: str, last_error: str | None) -> DeadLetter:
+        """Dead-letter pending: never delivered again, done once confirmed."""
+        entry.state = _DEAD
+        self._dead_pending += 1
+        self._dead_lettered_total += 1
+        key = entry.message.key
+        if self._key_ordered and key is not None:
+            self._advance_key(key)
+        return DeadLetter(entry.message, entry.delivery_count, reason, last_error)
+
+    def _advance_key(self, key: str) -> None:
+        """Drop finished messages off the front of a key's queue; offer the new head."""
+        queue = self._key_queues.get(key)
+        if queue is None:
+            return
+        entries = self._entries
+        while queue:
+            head = entries.get(queue[0])
+            if head is not None and head.state != _DEAD:
+                if head.state == _AVAILABLE:
+                    self._make_ready(head)
+                return
+            queue.popleft()
+        del self._key_queues[key]
+
+    def _promote_due(self, now_ms: int) -> None:
+        """Scheduled messages whose time has come become available."""
+        scheduled, entries = self._scheduled, self._entries
+        while scheduled and scheduled[0][0] <= now_ms:
+            due_ms, offset = heapq.heappop(scheduled)
+            entry = entries.get(offset)
+            if entry is not None and entry.state == _SCHEDULED and entry.due_ms == due_ms:
+                self._make_ready(entry)
+
+    # -- delivering --------------------------------------------------------------------------
+
+    def take(self, consumer_id: str, max_count: int, now_ms: int) -> list[Delivery]:
+        """Lease up to ``max_count`` available messages to ``consumer_id``.
+
+        Shared and key_ordered: higher priority first, then lower offset. Ordered:
+        strictly by offset. Messages found expired are dead-lettered instead (and
+        returned by the next :meth:`expire`).
+        """
+        if max_count < 0:
+            raise InvalidArgument("max_count must not be negative", max_count=max_count)
+        if max_count == 0:
+            return []
+        self._promote_due(now_ms)
+        if self._ordered:
+            return self._take_in_order(consumer_id, max_count, now_ms)
+        return self._take_by_priority(consumer_id, max_count, now_ms)
+
+    def _take_by_priority(self, consumer_id: str, max_count: int, now_ms: int) -> list[Delivery]:
+        deliveries: list[Delivery] = []
+        ready, entries = self._ready, self._entries
+        while ready and len(deliveries) < max_count:
+            offset = heapq.heappop(ready)[1]
+            entry = entries.get(offset)
+            if entry is None:
+                continue
+            entry.queued = False
+            if entry.state != _AVAILABLE:
+                continue  # a stale heap item: the entry moved on since it was pushed
+            if entry.expired(now_ms):
+                self._dead_backlog.append(self._dead_letter(entry, "expired", entry.last_error))
+                continue
+            deliveries.append(self._lease(entry, consumer_id, now_ms))
+        return deliveries
+
+    def _take_in_order(self, consumer_id: str, max_count: int, now_ms: int) -> list[Delivery]:
+        if self._paused_until_ms is not None:
+            if now_ms < self._paused_until_ms:
+                return []
+            self._paused_until_ms = None
+        deliveries: list[Delivery] = []
+        entries, end = self._entries, self._read_offset
+        offset = max(self._next_delivery, self._done.floor)
+        while offset < end and len(deliveries) < max_count:
+            entry = entries.get(offset)
+            if entry is not None and entry.state != _DEAD:
+                if entry.state != _AVAILABLE:
+                    break  # a delayed message holds back everything after it
+                if entry.expired(now_ms):
+                    self._dead_backlog.append(self._dead_letter(entry, "expired", entry.last_error))
+                else:
+                    deliveries.append(self._lease(entry, consumer_id, now_ms))
+            offset += 1
+        self._next_delivery = offset
+        return deliveries
+
+    # -- settling ------------------------------------------------------------------------------
+
+    def _leased_entry(self, receipt: str) -> _Entry:
+        """The in-flight entry a receipt names, fenced by lease id."""
+        partition, offset, lease_id = parse_receipt(receipt)
+        entry = self._entries.get(offset) if partition == self.partition else None
+        if entry is None or entry.state == _DEAD:
+            raise ReceiptNotFound("no message in flight for this receipt", receipt=receipt)
+        if entry.state != _IN_FLIGHT or entry.lease_id != lease_id:
+            raise StaleReceipt("the lease of this receipt has ended", receipt=receipt)
+        return entry
+
+    def ack(self, receipt: str, now_ms: int) -> None:
+        """Done. In ordered mode, cumulative: every delivered offset up to this one is done."""
+        entry = self._leased_entry(receipt)
+        if self._ordered:
+            self._ack_through(entry.offset)
+        else:
+            self._end_lease(entry)
+            self._complete(entry)
+            self._acked_total += 1
+        self._maybe_compact_deadlines()
+
+    def _ack_through(self, offset: int) -> None:
+        delivered, in_flight = self._ordered_in_flight, self._in_flight
+        while delivered and delivered[0] <= offset:
+            entry = in_flight.get(delivered.popleft())
+            if entry is not None:  # None: terminated meanwhile
+                self._end_lease(entry)
+                self._complete(entry)
+                self._acked_total += 1
+
+    def nack(
+        self, receipt: str, now_ms: int, delay_ms: int | None = None, error: str | None = None
+    ) -> DeadLetter | None:
+        """Failed: redeliver after ``delay_ms`` (default: backoff), or dead-letter it
+        once ``max_deliveries`` is reached. Ordered mode rewinds to the floor."""
+        if delay_ms is not None and delay_ms < 0:
+            raise InvalidArgument("delay_ms must not be negative", delay_ms=delay_ms)
+        entry = self._leased_entry(receipt)
+        if error is not None:
+            entry.last_error = error
+        if self._ordered:
+            dead_letters = self._fail_in_order([entry], now_ms, delay_ms)
+            return dead_letters[0] if dead_letters else None
+        return self._retry_or_dead_letter(entry, now_ms, delay_ms)
+
+    def _exhausted(self, entry: _Entry) -> bool:
+        max_deliveries = self._policy.max_deliveries
+        return bool(max_deliveries) and entry.delivery_count >= max_deliveries
+
+    def _retry_or_dead_letter(
+        self, entry: _Entry, now_ms: int, delay_ms: int | None
+    ) -> DeadLetter | None:
+        """A delivery failed (shared / key_ordered): schedule a retry, or give up."""
+        self._end_lease(entry)
+        if self._exhausted(entry):
+            return self._dead_letter(entry, "max_deliveries", entry.last_error)
+        if entry.expired(now_ms):
+            return self._dead_letter(entry, "expired", entry.last_error)
+        if delay_ms is None:
+            delay_ms = self._policy.backoff.delay_ms(entry.delivery_count, self._rng)
+        if delay_ms > 0:
+            self._schedule(entry, now_ms + delay_ms)
+        else:
+            self._make_ready(entry)
+        return None
+
+    def _fail_in_order(
+        self, failed: list[_Entry], now_ms: int, delay_ms: int | None
+    ) -> list[DeadLetter]:
+        """Deliveries failed (ordered): dead-letter the exhausted ones, rewind the rest,
+        and pause the partition for the backoff so redelivery restarts from the floor."""
+        dead_letters = []
+        retrying = []
+        for entry in failed:
+            if self._exhausted(entry):
+                self._end_lease(entry)
+                dead_letters.append(self._dead_letter(entry, "max_deliveries", entry.last_error))
+            else:
+                retrying.append(entry)
+        self._rewind_in_flight()
+        if retrying:
+            if delay_ms is None:
+                count = max(entry.delivery_count for entry in retrying)
+                delay_ms = self._policy.backoff.delay_ms(count, self._rng)
+            self._paused_until_ms = now_ms + delay_ms if delay_ms > 0 else None
+        return dead_letters
+
+    def extend(self, receipt: str, now_ms: int, extend_ms: int | None = None) -> int:
+        """Push the lease deadline to ``now_ms + extend_ms`` (default: ack timeout)."""
+        if extend_ms is None:
+            extend_ms = self._policy.ack_timeout_ms
+        elif extend_ms <= 0:
+            raise InvalidArgument("extend_ms must be positive", extend_ms=extend_ms)
+        entry = self._leased_entry(receipt)
+        deadline_ms = entry.deadline_ms = now_ms + extend_ms
+        heapq.heappush(self._deadlines, (deadline_ms, entry.offset, entry.lease_id))
+        self._maybe_compact_deadlines()
+        return deadline_ms
+
+    def term(self, receipt: str, now_ms: int, reason: str | None = None) -> DeadLetter:
+        """Never redeliver: dead-letter it now with reason ``terminated``."""
+        entry = self._leased_entry(receipt)
+        self._end_lease(entry)
+        entry.last_error = reason
+        self._maybe_compact_deadlines()
+        return self._dead_letter(entry, "terminated", reason)
+
+    def confirm_dead_letter(self, offset: int) -> None:
+        """The broker durably published the dead letter of ``offset``: it is done.
+
+        Idempotent: an offset no longer held (already confirmed, or dropped by a
+        seek) is ignored.
+        """
+        entry = self._entries.get(offset)
+        if entry is None:
+            return
+        if entry.state != _DEAD:
+            raise InvalidArgument("offset is not dead-letter pending", offset=offset)
+        self._complete(entry)
+
+    def _maybe_compact_deadlines(self) -> None:
+        """Rebuild the lease heap when settled leases' items dominate it (bounds memory)."""
+        deadlines = self._deadlines
+        if len(deadlines) > 2 * len(self._in_flight) + 1024:
+            deadlines[:] = [(e.deadline_ms, e.offset, e.lease_id) for e in self._in_flight.values()]
+            heapq.heapify(deadlines)
+
+    # -- time passing ----------------------------------------------------------------------------
+
+    def expire(self, now_ms: int) -> list[DeadLetter]:
+        """Apply everything due by ``now_ms``; return the new dead letters.
+
+        Scheduled messages become available, TTL-expired messages are dead-lettered,
+        and leases past their deadline fail ("ack timeout") like a nack.
+        """
+        dead_letters, self._dead_backlog = self._dead_backlog, []
+        self._promote_due(now_ms)
+        self._expire_ttl(now_ms, dead_letters)
+        self._expire_leases(now_ms, dead_letters)
+        dead_letters.extend(self._dead_backlog)
+        self._dead_backlog = []
+        return dead_letters
+
+    def _expire_ttl(self, now_ms: int, dead_letters: list[DeadLetter]) -> None:
+        expiries, entries = self._expiries, self._entries
+        while expiries and expiries[0][0] <= now_ms:
+            entry = entries.get(heapq.heappop(expiries)[1])
+            # In-flight messages may still be acked; a failure re-checks the TTL.
+            if entry is not None and entry.state in (_AVAILABLE, _SCHEDULED):
+                dead_letters.append(self._dead_letter(entry, "expired", entry.last_error))
+
+    def _expire_leases(self, now_ms: int, dead_letters: list[DeadLetter]) -> None:
+        expired = []
+        deadlines, in_flight = self._deadlines, self._in_flight
+        while deadlines and deadlines[0][0] <= now_ms:
+            deadline_ms, offset, lease_id = heapq.heappop(deadlines)
+            entry = in_flight.get(offset)
+            if _holds_lease(entry, lease_id, deadline_ms):
+                entry.last_error = "ack timeout"
+                expired.append(entry)
+        if not expired:
+            return
+        if self._ordered:
+            dead_letters.extend(self._fail_in_order(expired, now_ms, None))
+            return
+        for entry in expired:
+            dead_letter = self._retry_or_dead_letter(entry, now_ms, None)
+            if dead_letter is not None:
+                dead_letters.append(dead_letter)
+
+    def next_wakeup_ms(self) -> int | None:
+        """The earliest time something changes by itself (None: nothing pending).
+
+        A time in the past (0 for dead letters found lazily) means: call
+        :meth:`expire` now.
+        """
+        if self._dead_backlog:
+            return 0
+        times = [
+            self._valid_top_scheduled(),
+            self._valid_top_deadline(),
+            self._valid_top_expiry(),
+            self._paused_until_ms,
+        ]
+        due = [time_ms for time_ms in times if time_ms is not None]
+        return min(due) if due else None
+
+    def _valid_top_scheduled(self) -> int | None:
+        scheduled, entries = self._scheduled, self._entries
+        while scheduled:
+            due_ms, offset = scheduled[0]
+            entry = entries.get(offset)
+            if entry is not None and entry.state == _SCHEDULED and entry.due_ms == due_ms:
+                return due_ms
+            heapq.heappop(scheduled)
+        return None
+
+    def _valid_top_deadline(self) -> int | None:
+        deadlines, in_flight = self._deadlines, self._in_flight
+        while deadlines:
+            deadline_ms, offset, lease_id = deadlines[0]
+            entry = in_flight.get(offset)
+            if _holds_lease(entry, lease_id, deadline_ms):
+                return deadline_ms
+            heapq.heappop(deadlines)
+        return None
+
+    def _valid_top_expiry(self) -> int | None:
+        expiries, entries = self._expiries, self._entries
+        while expiries:
+            entry = entries.get(expiries[0][1])
+            if entry is not None and entry.state != _DEAD:
+                return expiries[0][0]
+            heapq.heappop(expiries)
+        return None
+
+    # -- consumers and replay ------------------------------------------------------------------
+
+    def release(self, consumer_id: str, now_ms: int) -> int:
+        """The consumer went away: its messages are redelivered now (count kept, no backoff).
+
+        Ordered mode rewinds to the floor (order must hold). Returns how many were released.
+        """
+        held = self.in_flight_of(consumer_id)
+        if not held:
+            return 0
+        if self._ordered:
+            self._rewind_in_flight()
+            return held
+        for entry in [e for e in self._in_flight.values() if e.consumer_id == consumer_id]:
+            self._end_lease(entry)
+            self._make_ready(entry)
+        return held
+
+    def rewind(self) -> None:
+        """Every in-flight message goes back for redelivery now (from the floor, in
+        ordered mode); their receipts become stale. Used when a partition changes owner."""
+        self._rewind_in_flight()
+        self._paused_until_ms = None
+
+    def _rewind_in_flight(self) -> None:
+        for entry in self._in_flight.values():
+            self._make_ready(entry)
+        self._in_flight.clear()
+        self._in_flight_by_consumer.clear()
+        self._deadlines.clear()
+        self._ordered_in_flight.clear()
+        self._next_delivery = self._done.floor
+
+    def seek(self, offset: int) -> None:
+        """Ordered mode: restart delivery at ``offset`` (replay or skip ahead).
+
+        The floor and read position move to ``offset``; the window and every lease are
+        dropped (their receipts are then not found or stale) and the broker re-reads.
+        """
+        if not self._ordered:
+            raise WrongDeliveryMode("seek needs the ordered delivery mode")
+        if offset < 0:
+            raise InvalidArgument("offset must not be negative", offset=offset)
+        self._done = AckedRanges(offset)
+        self._restored_counts.clear()
+        self._reset_window(offset)
+
+    # -- durability and information ----------------------------------------------------------------
+
+    def checkpoint(self) -> CursorCheckpoint:
+        """The durable state: floor, acked ranges, and delivery counts of what is not done."""
+        counts = dict(self._restored_counts)  # restored but not offered again yet
+        for offset, entry in self._entries.items():
+            if entry.delivery_count:
+                counts[offset] = entry.delivery_count
+        counted = tuple(sorted(counts.items()))
+        return CursorCheckpoint(self._done.floor, self._done.ranges(), counted)
+
+    def stats(self) -> CursorStats:
+        """Counters for metrics and the dashboard."""
+        floor_entry = self._entries.get(self._done.floor)
+        return CursorStats(
+            ack_floor=self._done.floor,
+            read_offset=self._read_offset,
+            pending=self._pending(),
+            in_flight=len(self._in_flight),
+            acked_total=self._acked_total,
+            redelivered_total=self._redelivered_total,
+            dead_lettered_total=self._dead_lettered_total,
+            oldest_unacked_timestamp_ms=(
+                None if floor_entry is None else floor_entry.message.timestamp_ms
+            ),
+        )

@@ -1,0 +1,385 @@
+"""The WebSocket frame codec: every frame of the protocol as a msgspec struct.
+
+Owns the schema of client and server frames and their two encodings, JSON text
+frames and msgpack binary frames (the same schema; ``bytes`` fields are base64
+strings in JSON and ``bin`` in msgpack). Decoding is pure and synchronous: it
+takes a ``str`` or ``bytes`` and returns a frame or raises
+:class:`relaymq.errors.InvalidArgument`, nothing else, so it can be fuzzed.
+``docs/protocol.md`` documents every frame defined here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from relaymq.core.message import Message
+from relaymq.errors import InvalidArgument, RelayError
+
+PROTOCOL_VERSION = 1
+MAX_SEQUENCE = 2**53 - 1  # largest integer a JavaScript client represents exactly
+MAX_ITEMS_PER_FRAME = 10_000  # messages or receipts in one frame (the broker caps lower)
+MAX_ID_CHARS = 256
+
+SequenceNumber = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQUENCE)]
+SubscriptionHandle = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQUENCE)]
+PositiveCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQUENCE)]
+Milliseconds = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQUENCE)]
+Receipts = Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_ITEMS_PER_FRAME)]
+Encoding = Literal["json", "msgpack"]
+
+
+class _Frame(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="op"):
+    """Base of every frame: the ``op`` field names the frame type."""
+
+
+# -- client frames ----------------------------------------------------------------------
+
+
+class PublishedMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A message in a ``publish`` frame. ``payload`` is bytes (base64 in JSON);
+    ``text`` is a convenience for JSON clients: a string stored as its UTF-8
+    bytes. At most one of the two may be given."""
+
+    subject: str
+    payload: bytes = b""
+    text: str | None = None
+    key: str | None = None
+    headers: dict[str, str] = {}
+    id: str | None = None
+    deliver_at_ms: Milliseconds | None = None
+    priority: int = 0
+    expires_at_ms: Milliseconds | None = None
+
+
+class Hello(_Frame, tag="hello"):
+    """Optional first frame: pins the encoding of every server frame."""
+
+    encoding: Encoding | None = None
+    seq: SequenceNumber | None = None
+
+
+class Publish(_Frame, tag="publish"):
+    """Publish one or many messages; confirmed by ``confirm`` with the same ``seq``."""
+
+    seq: SequenceNumber
+    messages: Annotated[
+        list[PublishedMessage], msgspec.Meta(min_length=1, max_length=MAX_ITEMS_PER_FRAME)
+    ]
+    stream: str | None = None
+
+
+class Subscribe(_Frame, tag="subscribe"):
+    """Attach to subscription ``subscription`` under the handle ``sub``, with
+    ``credit`` = the most unacked messages the server may have outstanding."""
+
+    sub: SubscriptionHandle
+    subscription: str
+    credit: Count = 0
+    batch: PositiveCount | None = None
+    seq: SequenceNumber | None = None
+
+
+class Credit(_Frame, tag="credit"):
+    """Raise the credit (max unacked messages) of ``sub`` by ``credit``."""
+
+    sub: SubscriptionHandle
+    credit: PositiveCount
+    seq: SequenceNumber | None = None
+
+
+class Unsubscribe(_Frame, tag="unsubscribe"):
+    """Detach ``sub``; its unacked messages are released for redelivery."""
+
+    sub: SubscriptionHandle
+    seq: SequenceNumber | None = None
+
+
+class Ack(_Frame, tag="ack"):
+    """Acknowledge delivered messages by receipt."""
+
+    sub: SubscriptionHandle
+    receipts: Receipts
+    seq: SequenceNumber | None = None
+
+
+class Nack(_Frame, tag="nack"):
+    """Reject delivered messages: redeliver after ``delay_ms`` (or the backoff)."""
+
+    sub: SubscriptionHandle
+    receipts: Receipts
+    delay_ms: Milliseconds | None = None
+    error: str | None = None
+    seq: SequenceNumber | None = None
+
+
+class Extend(_Frame, tag="extend"):
+    """Extend the leases of delivered messages by ``extend_ms`` (or the ack timeout)."""
+
+    sub: SubscriptionHandle
+    receipts: Receipts
+    extend_ms: Milliseconds | None = None
+    seq: SequenceNumber | None = None
+
+
+class Term(_Frame, tag="term"):
+    """Give up on delivered messages: dead-letter them, never redeliver."""
+
+    sub: SubscriptionHandle
+    receipts: Receipts
+    reason: str | None = None
+    seq: SequenceNumber | None = None
+
+
+class Ping(_Frame, tag="ping"):
+    """Keep the connection alive; answered by ``pong`` with the same ``seq``."""
+
+    seq: SequenceNumber | None = None
+
+
+ClientFrame = Hello | Publish | Subscribe | Credit | Unsubscribe | Ack | Nack | Extend | Term | Ping
+ReceiptFrame = Ack | Nack | Extend | Term
+
+
+# -- server frames ----------------------------------------------------------------------
+
+
+class Welcome(_Frame, tag="welcome"):
+    """The answer to ``hello``: protocol version, connection id and limits."""
+
+    version: int
+    connection_id: str
+    encoding: Encoding | None = None
+    limits: dict[str, int] = {}
+    seq: SequenceNumber | None = None
+
+
+class PublishOutcome(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Where one published message landed (``duplicate`` when deduplicated)."""
+
+    stream: str
+    partition: int
+    offset: int
+    duplicate: bool = False
+
+
+class Confirm(_Frame, tag="confirm"):
+    """Every message of publish ``seq`` is durable; results in request order."""
+
+    seq: int
+    results: list[PublishOutcome]
+
+
+class DeliveredMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A message in a ``deliver`` frame, with the receipt that acks it."""
+
+    subject: str
+    payload: bytes
+    partition: int
+    offset: int
+    timestamp_ms: int
+    receipt: str
+    delivery_count: int
+    deadline_ms: int
+    key: str | None = None
+    headers: dict[str, str] = {}
+    id: str | None = None
+    priority: int = 0
+
+
+class Deliver(_Frame, tag="deliver"):
+    """A batch of messages for subscription handle ``sub``."""
+
+    sub: str
+    messages: list[DeliveredMessage]
+
+
+class ReceiptOutcome(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The outcome of an ack-family op on one receipt."""
+
+    receipt: str
+    ok: bool
+    code: str | None = None
+    message: str | None = None
+    deadline_ms: int | None = None
+
+
+class Result(_Frame, tag="result"):
+    """The outcome of a ``subscribe``/``credit``/``unsubscribe`` (empty ``results``)
+    or of an ack-family op (one entry per receipt, in request order)."""
+
+    results: list[ReceiptOutcome] = []
+    seq: int | None = None
+    sub: str | None = None
+
+
+class Error(_Frame, tag="error"):
+    """A failed frame: stable ``code``, human ``message``, JSON ``details``, and
+    the ``seq`` / ``sub`` of the frame it refers to when known."""
+
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+    seq: int | None = None
+    sub: str | None = None
+
+
+class Pong(_Frame, tag="pong"):
+    """The answer to ``ping``."""
+
+    seq: int | None = None
+
+
+ServerFrame = Welcome | Confirm | Deliver | Result | Error | Pong
+
+
+# -- decoding ---------------------------------------------------------------------------
+
+
+class _Probe(msgspec.Struct):
+    """The fields worth echoing in an error about a frame that failed validation."""
+
+    op: Any = None
+    seq: Any = None
+    sub: Any = None
+
+
+_json_decoder = msgspec.json.Decoder(ClientFrame)
+_msgpack_decoder = msgspec.msgpack.Decoder(ClientFrame)
+_json_probe = msgspec.json.Decoder(_Probe)
+_msgpack_probe = msgspec.msgpack.Decoder(_Probe)
+
+
+def decode_text(text: str | bytes) -> ClientFrame:
+    """Decode a JSON text frame. Raises :class:`InvalidArgument` on anything invalid."""
+    return _decode(_json_decoder, _json_probe, text)
+
+
+def decode_binary(data: bytes) -> ClientFrame:
+    """Decode a msgpack binary frame. Raises :class:`InvalidArgument` on anything invalid."""
+    return _decode(_msgpack_decoder, _msgpack_probe, data)
+
+
+def _decode(
+    decoder: msgspec.json.Decoder | msgspec.msgpack.Decoder,
+    probe: msgspec.json.Decoder | msgspec.msgpack.Decoder,
+    data: str | bytes,
+) -> ClientFrame:
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as error:
+        raise _invalid_frame(probe, data, str(error)) from None
+    except (msgspec.DecodeError, UnicodeError, RecursionError) as error:
+        raise InvalidArgument("malformed frame: " + str(error), reason="malformed") from None
+
+
+def _invalid_frame(
+    probe: msgspec.json.Decoder | msgspec.msgpack.Decoder, data: str | bytes, problem: str
+) -> InvalidArgument:
+    """An :class:`InvalidArgument` naming the frame's ``seq``/``sub`` when readable."""
+    try:
+        fields = probe.decode(data)
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
+        fields = _Probe()
+    details: dict[str, Any] = {"reason": "invalid_frame"}
+    if isinstance(fields.op, str) and fields.op not in CLIENT_OPS:
+        details = {"reason": "unknown_op", "op": fields.op[:MAX_ID_CHARS]}
+    if _is_sequence(fields.seq):
+        details["seq"] = fields.seq
+    if isinstance(fields.sub, str) and len(fields.sub) <= MAX_ID_CHARS:
+        details["sub"] = fields.sub
+    return InvalidArgument("invalid frame: " + problem, **details)
+
+
+def _is_sequence(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_SEQUENCE
+
+
+CLIENT_OPS = frozenset(
+    member.__struct_config__.tag
+    for member in ClientFrame.__args__  # type: ignore[attr-defined]
+)
+
+
+def to_message(published: PublishedMessage) -> Message:
+    """The broker's :class:`Message` for a published wire message."""
+    payload = published.payload
+    if published.text is not None:
+        if payload:
+            raise InvalidArgument("give either payload or text, not both", reason="invalid_frame")
+        payload = published.text.encode("utf-8", "surrogatepass")
+    return Message(
+        subject=published.subject,
+        payload=payload,
+        key=published.key,
+        headers=published.headers,
+        id=published.id,
+        deliver_at_ms=published.deliver_at_ms,
+        priority=published.priority,
+        expires_at_ms=published.expires_at_ms,
+    )
+
+
+# -- encoding ---------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    """Fallback for error details that are not JSON-able: their ``str``."""
+    return str(value)
+
+
+_json_encoder = msgspec.json.Encoder(enc_hook=_jsonable)
+_msgpack_encoder = msgspec.msgpack.Encoder(enc_hook=_jsonable)
+
+
+def encode_text(frame: ServerFrame) -> str:
+    """The frame as a JSON text frame."""
+    return _json_encoder.encode(frame).decode("utf-8")
+
+
+def encode_binary(frame: ServerFrame) -> bytes:
+    """The frame as a msgpack binary frame."""
+    return _msgpack_encoder.encode(frame)
+
+
+def error_frame(error: RelayError, seq: int | None = None, sub: str | None = None) -> Error:
+    """The one mapping of a :class:`RelayError` to an ``error`` frame."""
+    details = dict(error.details)
+    seq = seq if seq is not None else _pop_sequence(details)
+    sub = sub if sub is not None else _pop_text(details, "sub")
+    return Error(code=error.code, message=error.message, details=details, seq=seq, sub=sub)
+
+
+def _pop_sequence(details: dict[str, Any]) -> int | None:
+    value = details.pop("seq", None)
+    return value if _is_sequence(value) else None
+
+
+def _pop_text(details: dict[str, Any], name: str) -> str | None:
+    value = details.pop(name, None)
+    return value if isinstance(value, str) else None
+
+
+def deliver_frame(sub: str, deliveries: list[Any]) -> Deliver:
+    """A ``deliver`` frame for a batch of broker deliveries (``Received`` values)."""
+    return Deliver(sub=sub, messages=[_delivered(delivery) for delivery in deliveries])
+
+
+def _delivered(delivery: Any) -> DeliveredMessage:
+    message: Message = delivery.message
+    return DeliveredMessage(
+        subject=message.subject,
+        payload=message.payload,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=message.timestamp_ms,
+        receipt=delivery.receipt,
+        delivery_count=delivery.delivery_count,
+        deadline_ms=delivery.deadline_ms,
+        key=message.key,
+        headers=message.headers,
+        id=message.id,
+        priority=message.priority,
+    )

@@ -1,0 +1,44 @@
+"""Wake-ups for long-polling readers.
+
+A :class:`ChangeSignal` is notified whenever something a waiting reader could
+want may have appeared (an append, a nack, a released lease). Readers re-check
+their condition after every wake-up, so spurious wake-ups are harmless and a
+notification never needs to say what changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class ChangeSignal:
+    """A broadcast wake-up: :meth:`notify` wakes every task currently in :meth:`wait`."""
+
+    __slots__ = ("_waiters",)
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def wait(self, timeout_seconds: float) -> None:
+        """Return at the next :meth:`notify`, or after ``timeout_seconds``."""
+        if timeout_seconds <= 0:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout_seconds)
+        except TimeoutError:
+            pass
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+                self._waiters.remove(waiter)
+
+    def notify(self) -> None:
+        """Wake every waiting task."""
+        if not self._waiters:
+            return
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)

@@ -1,0 +1,319 @@
+"""A live stream: its partition logs, the choice of partition, idempotent publish,
+per-message limits and schema, and the wake-up of its subscriptions.
+
+The broker owns one :class:`StreamHandle` per stream. Appends go through
+:meth:`StreamHandle.append`, which returns only once the store made the
+messages durable (as its fsync policy promises).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import fastjsonschema
+import msgspec
+
+from relaymq.broker.dedup import DedupWindow
+from relaymq.broker.models import (
+    DiscardPolicy,
+    PartitionInfo,
+    PublishResult,
+    StreamConfig,
+    StreamInfo,
+)
+from relaymq.broker.settings import BrokerSettings
+from relaymq.broker.signals import ChangeSignal
+from relaymq.core.message import Message
+from relaymq.core.partitioning import Partitioner
+from relaymq.core.subjects import subject_matches
+from relaymq.errors import (
+    HeadersTooLarge,
+    InvalidConfig,
+    PayloadTooLarge,
+    SchemaViolation,
+    StorageFull,
+)
+from relaymq.store.base import PartitionLog, RetentionLimits
+
+if TYPE_CHECKING:
+    from relaymq.broker.subscription import SubscriptionHandle
+
+# How far back a restart re-reads a partition to rebuild the dedup window.
+DEDUP_REBUILD_BATCH = 1_000
+
+
+def compile_schema(schema: dict[str, Any] | None) -> Callable[[Any], Any] | None:
+    """A validator for a stream's JSON Schema, or ``None``; a bad schema: InvalidConfig."""
+    if schema is None:
+        return None
+    try:
+        return fastjsonschema.compile(schema)
+    except (fastjsonschema.JsonSchemaDefinitionException, TypeError, ValueError) as error:
+        raise InvalidConfig(f"invalid JSON Schema: {error}", field="json_schema") from None
+
+
+class StreamHandle:
+    """The running state of one stream."""
+
+    def __init__(
+        self,
+        namespace: str,
+        config: StreamConfig,
+        created_ms: int,
+        logs: list[PartitionLog],
+        settings: BrokerSettings,
+    ) -> None:
+        self.namespace = namespace
+        self.config = config
+        self.created_ms = created_ms
+        self.logs = logs
+        self.settings = settings
+        self.subscriptions: dict[str, SubscriptionHandle] = {}
+        self.signal = ChangeSignal()
+        self.published_messages = 0
+        self.published_bytes = 0
+        self._partitioner = Partitioner(config.partitions)
+        self._dedup = DedupWindow(config.dedup_window_ms)
+        self._pending_ids: dict[str, asyncio.Future[tuple[int, int]]] = {}
+        self._validate_schema = compile_schema(config.json_schema)
+        self._max_payload_bytes = min(
+            settings.max_payload_bytes, config.max_message_bytes or settings.max_payload_bytes
+        )
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def captures(self, subject: str) -> bool:
+        """Whether one of the stream's subject filters matches ``subject``."""
+        return any(subject_matches(pattern, subject) for pattern in self.config.subjects)
+
+    def reconfigure(self, config: StreamConfig) -> None:
+        """Apply an updated configuration (fields that may change after creation)."""
+        validator = compile_schema(config.json_schema)
+        self.config = config
+        self._validate_schema = validator
+        self._dedup.window_ms = config.dedup_window_ms
+        self._max_payload_bytes = min(
+            self.settings.max_payload_bytes,
+            config.max_message_bytes or self.settings.max_payload_bytes,
+        )
+
+    def retention_limits(self) -> RetentionLimits:
+        """The age / bytes / count limits of each partition (a stream's limits split evenly)."""
+        partitions = self.config.partitions
+        max_bytes = self.config.max_bytes
+        max_messages = self.config.max_messages
+        return RetentionLimits(
+            max_age_ms=self.config.max_age_ms,
+            max_bytes=None if max_bytes is None else max(1, max_bytes // partitions),
+            max_messages=None if max_messages is None else max(1, max_messages // partitions),
+        )
+
+    # -- publish ------------------------------------------------------------------------
+
+    def check_message(self, message: Message) -> None:
+        """Raise if ``message`` breaks a size limit or the stream's schema."""
+        if len(message.payload) > self._max_payload_bytes:
+            raise PayloadTooLarge(
+                f"payload of {len(message.payload)} bytes exceeds {self._max_payload_bytes}",
+                limit=self._max_payload_bytes,
+                size=len(message.payload),
+            )
+        if message.headers:
+            headers_bytes = sum(len(name) + len(value) for name, value in message.headers.items())
+            if headers_bytes > self.settings.max_headers_bytes:
+                raise HeadersTooLarge(
+                    f"headers of {headers_bytes} bytes exceed {self.settings.max_headers_bytes}",
+                    limit=self.settings.max_headers_bytes,
+                    size=headers_bytes,
+                )
+        if self._validate_schema is not None:
+            self._check_schema(message)
+
+    def _check_schema(self, message: Message) -> None:
+        assert self._validate_schema is not None
+        try:
+            document = msgspec.json.decode(message.payload)
+        except msgspec.DecodeError:
+            raise SchemaViolation("payload is not JSON", stream=self.name) from None
+        try:
+            self._validate_schema(document)
+        except fastjsonschema.JsonSchemaValueException as error:
+            raise SchemaViolation(
+                f"payload does not match the stream's schema: {error.message}",
+                stream=self.name,
+                path=error.name,
+            ) from None
+
+    async def append(self, messages: Sequence[Message], now_ms: int) -> list[PublishResult]:
+        """Append messages (already checked) and return where each landed, once durable.
+
+        A message whose id was seen within the dedup window is not appended again:
+        its result points at the original with ``duplicate=True``. When one
+        partition's append fails the call fails; a retry with the same message ids
+        is safe, because the ones that did land come back as duplicates.
+        """
+        results: list[PublishResult | None] = [None] * len(messages)
+        batches: dict[int, list[tuple[int, Message]]] = defaultdict(list)
+        waits: list[tuple[int, asyncio.Future[tuple[int, int]]]] = []
+        owned: list[str] = []
+        for index, message in enumerate(messages):
+            message.timestamp_ms = now_ms
+            if message.id is not None and self._claim_id(message.id, index, now_ms, results, waits):
+                owned.append(message.id)
+            elif message.id is not None:
+                continue
+            batches[self._partitioner.choose(message.key)].append((index, message))
+        try:
+            await self._append_batches(batches, results, now_ms)
+        except BaseException as error:
+            self._release_ids(owned, error)
+            raise
+        self._release_ids(owned, None)
+        for index, waiter in waits:
+            partition, offset = await waiter
+            results[index] = PublishResult(
+                stream=self.name, partition=partition, offset=offset, duplicate=True
+            )
+        return results  # type: ignore[return-value]
+
+    def _claim_id(
+        self,
+        message_id: str,
+        index: int,
+        now_ms: int,
+        results: list[PublishResult | None],
+        waits: list[tuple[int, asyncio.Future[tuple[int, int]]]],
+    ) -> bool:
+        """True if this call must append the message; else its result is filled or awaited."""
+        seen = self._dedup.lookup(message_id, now_ms)
+        if seen is not None:
+            results[index] = PublishResult(
+                stream=self.name, partition=seen[0], offset=seen[1], duplicate=True
+            )
+            return False
+        pending = self._pending_ids.get(message_id)
+        if pending is not None:
+            waits.append((index, pending))
+            return False
+        self._pending_ids[message_id] = asyncio.get_running_loop().create_future()
+        return True
+
+    def _release_ids(self, message_ids: list[str], error: BaseException | None) -> None:
+        for message_id in message_ids:
+            future = self._pending_ids.pop(message_id)
+            if error is not None:
+                future.set_exception(StorageFull("the original publish failed", id=message_id))
+                future.exception()  # nobody may be waiting; mark it retrieved
+                continue
+            future.set_result(self._dedup.location(message_id))
+
+    async def _append_batches(
+        self,
+        batches: dict[int, list[tuple[int, Message]]],
+        results: list[PublishResult | None],
+        now_ms: int,
+    ) -> None:
+        for partition, batch in batches.items():
+            self._check_capacity(partition, batch)
+        if len(batches) == 1:
+            [(partition, batch)] = batches.items()
+            await self._append_partition(partition, batch, results, now_ms)
+            return
+        await asyncio.gather(
+            *(
+                self._append_partition(partition, batch, results, now_ms)
+                for partition, batch in batches.items()
+            )
+        )
+
+    async def _append_partition(
+        self,
+        partition: int,
+        batch: list[tuple[int, Message]],
+        results: list[PublishResult | None],
+        now_ms: int,
+    ) -> None:
+        await self.logs[partition].append([message for _, message in batch])
+        name = self.name
+        payload_bytes = 0
+        for index, message in batch:
+            results[index] = PublishResult(stream=name, partition=partition, offset=message.offset)
+            payload_bytes += len(message.payload)
+            if message.id is not None:
+                self._dedup.remember(message.id, partition, message.offset, now_ms)
+        self.published_messages += len(batch)
+        self.published_bytes += payload_bytes
+        self.signal.notify()
+        for subscription in self.subscriptions.values():
+            subscription.on_append(partition)
+
+    def _check_capacity(self, partition: int, batch: list[tuple[int, Message]]) -> None:
+        """Under ``discard=new`` a full stream rejects publishes instead of dropping old data."""
+        if self.config.discard is not DiscardPolicy.NEW:
+            return
+        limits = self.retention_limits()
+        stats = self.logs[partition].stats()
+        if limits.max_messages is not None and stats.messages + len(batch) > limits.max_messages:
+            raise StorageFull(
+                f"stream {self.name!r} is full (max_messages)",
+                stream=self.name,
+                limit="max_messages",
+            )
+        if limits.max_bytes is not None:
+            incoming = sum(message.size_bytes() for _, message in batch)
+            if stats.bytes + incoming > limits.max_bytes:
+                raise StorageFull(
+                    f"stream {self.name!r} is full (max_bytes)", stream=self.name, limit="max_bytes"
+                )
+
+    async def rebuild_dedup(self, now_ms: int) -> None:
+        """Re-learn the ids published within the dedup window (after a restart)."""
+        since_ms = now_ms - self.config.dedup_window_ms
+        for partition, log in enumerate(self.logs):
+            offset = await log.offset_for_timestamp(since_ms)
+            while offset < log.next_offset:
+                messages = await log.read(offset, DEDUP_REBUILD_BATCH, 4 * 1024 * 1024)
+                if not messages:
+                    break
+                for message in messages:
+                    if message.id is not None:
+                        self._dedup.remember(
+                            message.id, partition, message.offset, message.timestamp_ms
+                        )
+                offset = messages[-1].offset + 1
+
+    def expire_dedup(self, now_ms: int) -> None:
+        """Forget message ids older than the dedup window."""
+        self._dedup.expire(now_ms)
+
+    # -- information ---------------------------------------------------------------------
+
+    def info(self) -> StreamInfo:
+        """Configuration and per-partition offsets and sizes."""
+        partitions = []
+        for partition, log in enumerate(self.logs):
+            stats = log.stats()
+            partitions.append(
+                PartitionInfo(
+                    partition=partition,
+                    first_offset=stats.first_offset,
+                    last_offset=stats.next_offset - 1,
+                    messages=stats.messages,
+                    bytes=stats.bytes,
+                    first_timestamp_ms=stats.first_timestamp_ms,
+                    last_timestamp_ms=stats.last_timestamp_ms,
+                )
+            )
+        return StreamInfo(
+            namespace=self.namespace,
+            config=self.config,
+            created_ms=self.created_ms,
+            messages=sum(partition.messages for partition in partitions),
+            bytes=sum(partition.bytes for partition in partitions),
+            partitions=partitions,
+        )

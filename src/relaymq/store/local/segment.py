@@ -1,0 +1,390 @@
+"""One segment: a ``.log`` file of records (format in :mod:`.record`) and its sparse index.
+
+The segment owns its file descriptors, the byte size written so far, the
+size readers may see (``readable_bytes``, advanced once an append is as
+durable as the policy promises), offset and timestamp bounds, and tail
+recovery on open. Appends and truncation run on the event loop (a page-cache
+write of one buffer); reads, scans and fsync run in worker threads, guarded by
+a reference count so a segment deleted meanwhile closes its files only after
+the last user lets go.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from relaymq.core.message import Message
+from relaymq.errors import CorruptRecord
+from relaymq.store.local import record
+from relaymq.store.local.index import INDEX_INTERVAL_BYTES, SparseIndex
+
+logger = logging.getLogger("relaymq.store")
+
+# Reads fetch at least this much per pread; a larger record widens one read.
+READ_CHUNK_BYTES = 256 * 1024
+OFFSET_DIGITS = 20
+
+
+def segment_file_name(base_offset: int) -> str:
+    """``00000000000000000042.log`` for base offset 42."""
+    return f"{base_offset:0{OFFSET_DIGITS}d}.log"
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentMark:
+    """What a segment held at one moment, to roll an append back to."""
+
+    size_bytes: int
+    next_offset: int
+    index_entries: int
+    max_timestamp_ms: int
+    last_timestamp_ms: int | None
+    last_index_position: int
+
+
+class Segment:
+    """One ``.log`` file and its index. See the module docstring for threading rules."""
+
+    def __init__(
+        self, path: Path, file_descriptor: int, base_offset: int, index: SparseIndex
+    ) -> None:
+        self.path = path
+        self.base_offset = base_offset
+        self.index = index
+        self._file_descriptor = file_descriptor
+        self.size_bytes = record.SEGMENT_HEADER_BYTES
+        self.readable_bytes = record.SEGMENT_HEADER_BYTES
+        self.next_offset = base_offset
+        self.first_timestamp_ms: int | None = None
+        self.last_timestamp_ms: int | None = None
+        self.max_timestamp_ms = -1
+        # Offset at which an older segment was found damaged on open; reads stop there.
+        self.damaged_at_offset: int | None = None
+        self._last_index_position = record.SEGMENT_HEADER_BYTES
+        self._users = 0
+        self._deleted = False
+
+    # -- creating and opening ---------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: Path, base_offset: int) -> Segment:
+        """Create an empty segment file with its header (the caller fsyncs the directory)."""
+        path = directory / segment_file_name(base_offset)
+        file_descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(file_descriptor, record.encode_segment_header(base_offset), 0)
+            index = SparseIndex.open(path.with_suffix(".index"), record.SEGMENT_HEADER_BYTES)
+            index.truncate(0)
+        except BaseException:
+            os.close(file_descriptor)
+            path.unlink(missing_ok=True)
+            raise
+        return cls(path, file_descriptor, base_offset, index)
+
+    @classmethod
+    def open(cls, path: Path, *, is_last: bool) -> Segment:
+        """Open an existing segment and check its tail (blocking; run in a thread).
+
+        The last segment's damaged tail is truncated to the end of its last valid
+        record and logged. An older segment's damage is logged and remembered so reads
+        stop there with :class:`CorruptRecord`.
+        """
+        base_offset = int(path.stem)
+        file_descriptor = os.open(path, os.O_RDWR)
+        size = os.fstat(file_descriptor).st_size
+        header = os.pread(file_descriptor, record.SEGMENT_HEADER_BYTES, 0)
+        try:
+            header_base = record.decode_segment_header(header)
+        except record.SegmentHeaderError as error:
+            if not is_last:
+                os.close(file_descriptor)
+                raise CorruptRecord(f"segment {path}: {error}", path=str(path)) from error
+            _log_dropped(path, 0, size, str(error))
+            os.ftruncate(file_descriptor, 0)
+            _write_all(file_descriptor, record.encode_segment_header(base_offset), 0)
+            size, header_base = record.SEGMENT_HEADER_BYTES, base_offset
+        if header_base != base_offset:
+            os.close(file_descriptor)
+            raise CorruptRecord(f"segment {path}: header says base offset {header_base}")
+        index = SparseIndex.open(path.with_suffix(".index"), size)
+        segment = cls(path, file_descriptor, base_offset, index)
+        segment._recover(size, is_last=is_last)
+        return segment
+
+    def _recover(self, size: int, *, is_last: bool) -> None:
+        position, offset, max_timestamp_ms = self._last_trusted_index_entry()
+        self.size_bytes = position
+        self.next_offset = offset
+        self.max_timestamp_ms = max_timestamp_ms
+        self._last_index_position = position if len(self.index) else self._last_index_position
+        data = os.pread(self._file_descriptor, size - position, position)
+        damage = self._scan_tail(data, position)
+        if damage is not None:
+            damage_position, reason = damage
+            if is_last:
+                _log_dropped(self.path, damage_position, size - damage_position, reason)
+                os.ftruncate(self._file_descriptor, damage_position)
+            else:
+                logger.error(
+                    "segment %s: damaged record at position %d (%s); reads stop there",
+                    self.path, damage_position, reason,
+                )
+                self.damaged_at_offset = self.next_offset
+        self.readable_bytes = self.size_bytes
+        self._load_first_timestamp()
+
+    def _last_trusted_index_entry(self) -> tuple[int, int, int]:
+        """(position, offset, preceding max timestamp) of the last index entry that points
+        at a record with the offset it claims; entries after it are dropped."""
+        while len(self.index):
+            entry = len(self.index) - 1
+            position = self.index.positions[entry]
+            offset = self.base_offset + self.index.relative_offsets[entry]
+            header = os.pread(self._file_descriptor, record.RECORD_HEADER_BYTES, position)
+            if len(header) == record.RECORD_HEADER_BYTES:
+                _length, _crc, stored_offset, _timestamp = record.RECORD_HEADER.unpack(header)
+                if stored_offset == offset:
+                    return position, offset, self.index.preceding_max_timestamps_ms[entry]
+            self.index.truncate(entry)
+        return record.SEGMENT_HEADER_BYTES, self.base_offset, -1
+
+    def _scan_tail(self, data: bytes, start: int) -> tuple[int, str] | None:
+        """Walk the frames in ``data`` (read from ``start``), adopting each valid one;
+        return (position, reason) of the first damage, or ``None``."""
+        entries: list[tuple[int, int, int]] = []
+        try:
+            for frame in record.iter_frames(data, 0):
+                if frame.offset != self.next_offset:
+                    raise record.FrameError(
+                        f"offset {frame.offset} out of sequence (expected {self.next_offset})",
+                        frame.position,
+                    )
+                self._adopt_frame(start + frame.position, frame, entries)
+                self.size_bytes = start + frame.end
+        except record.FrameError as error:
+            self.index.add(entries)
+            return start + error.position, error.reason
+        self.index.add(entries)
+        return None
+
+    def _adopt_frame(
+        self, position: int, frame: record.Frame, entries: list[tuple[int, int, int]]
+    ) -> None:
+        if position - self._last_index_position >= INDEX_INTERVAL_BYTES:
+            entries.append((frame.offset - self.base_offset, position, self.max_timestamp_ms))
+            self._last_index_position = position
+        self.max_timestamp_ms = max(self.max_timestamp_ms, frame.timestamp_ms)
+        self.last_timestamp_ms = frame.timestamp_ms
+        self.next_offset = frame.offset + 1
+
+    def _load_first_timestamp(self) -> None:
+        if self.next_offset == self.base_offset:
+            return
+        header = os.pread(
+            self._file_descriptor, record.RECORD_HEADER_BYTES, record.SEGMENT_HEADER_BYTES
+        )
+        self.first_timestamp_ms = record.RECORD_HEADER.unpack(header)[3]
+
+    # -- appending (event loop) ----------------------------------------------------------
+
+    @property
+    def message_count(self) -> int:
+        """Records written to this segment."""
+        return self.next_offset - self.base_offset
+
+    def mark(self) -> SegmentMark:
+        """The current written state, to restore on a failed append."""
+        return SegmentMark(
+            self.size_bytes,
+            self.next_offset,
+            len(self.index),
+            self.max_timestamp_ms,
+            self.last_timestamp_ms,
+            self._last_index_position,
+        )
+
+    def append(self, batch: record.EncodedBatch, messages: Sequence[Message]) -> None:
+        """Write an encoded batch (one ``pwrite``) and index it.
+
+        Raises the ``OSError`` of a failed write after truncating the file back, so
+        nothing partial stays on disk.
+        """
+        start = self.size_bytes
+        mark = self.mark()
+        try:
+            _write_all(self._file_descriptor, batch.data, start)
+        except OSError:
+            self.restore(mark)
+            raise
+        entries: list[tuple[int, int, int]] = []
+        max_timestamp_ms = self.max_timestamp_ms
+        for message, relative_position in zip(messages, batch.positions, strict=True):
+            position = start + relative_position
+            if position - self._last_index_position >= INDEX_INTERVAL_BYTES:
+                entries.append((message.offset - self.base_offset, position, max_timestamp_ms))
+                self._last_index_position = position
+            max_timestamp_ms = max(max_timestamp_ms, message.timestamp_ms)
+        if entries:
+            self.index.add(entries)
+        if self.first_timestamp_ms is None:
+            self.first_timestamp_ms = messages[0].timestamp_ms
+        self.max_timestamp_ms = max_timestamp_ms
+        self.last_timestamp_ms = messages[-1].timestamp_ms
+        self.size_bytes = start + len(batch.data)
+        self.next_offset += len(messages)
+
+    def restore(self, mark: SegmentMark) -> None:
+        """Cut the segment back to ``mark`` (file, index and bounds)."""
+        os.ftruncate(self._file_descriptor, mark.size_bytes)
+        self.index.truncate(mark.index_entries)
+        self.size_bytes = mark.size_bytes
+        self.readable_bytes = min(self.readable_bytes, mark.size_bytes)
+        self.next_offset = mark.next_offset
+        self.max_timestamp_ms = mark.max_timestamp_ms
+        self.last_timestamp_ms = mark.last_timestamp_ms
+        self._last_index_position = mark.last_index_position
+        if self.next_offset == self.base_offset:
+            self.first_timestamp_ms = None
+
+    # -- lifetime of the file descriptors ----------------------------------------------
+
+    def acquire(self) -> None:
+        """Keep the files open until :meth:`release` (for a worker thread's use)."""
+        self._users += 1
+
+    def release(self) -> None:
+        """Undo one :meth:`acquire`; closes the files if the segment was deleted meanwhile."""
+        self._users -= 1
+        if self._deleted and self._users == 0:
+            self._close_files()
+
+    def delete(self) -> None:
+        """Unlink the files now and close them once no worker uses them."""
+        self.path.unlink(missing_ok=True)
+        self.index.path.unlink(missing_ok=True)
+        self._deleted = True
+        if self._users == 0:
+            self._close_files()
+
+    def close(self) -> None:
+        """Close the files (the caller synced them first)."""
+        self._deleted = True
+        if self._users == 0:
+            self._close_files()
+
+    def _close_files(self) -> None:
+        if self._file_descriptor >= 0:
+            os.close(self._file_descriptor)
+            self.index.close()
+            self._file_descriptor = -1
+
+    def sync(self, *, with_index: bool) -> None:
+        """fsync the log file, and the index too when asked (blocking)."""
+        os.fsync(self._file_descriptor)
+        if with_index:
+            self.index.sync()
+
+    # -- reading (worker thread) ---------------------------------------------------------
+
+    def read(
+        self, from_offset: int, end_offset: int, max_messages: int, max_bytes: int
+    ) -> tuple[list[Message], int]:
+        """Messages in ``[from_offset, end_offset)`` up to the limits, and the bytes they
+        took; the first one is returned whatever its size (blocking)."""
+        messages: list[Message] = []
+        used_bytes = 0
+        for data, frame in self._frames_from(from_offset, self._position_for_offset(from_offset)):
+            if frame.offset >= end_offset:
+                break
+            if frame.offset < from_offset:
+                continue
+            frame_bytes = frame.end - frame.position
+            if messages and used_bytes + frame_bytes > max_bytes:
+                break
+            try:
+                messages.append(record.decode_message(data, frame))
+            except record.FrameError as error:
+                raise self._corrupt(error.reason, frame.offset) from error
+            used_bytes += frame_bytes
+            if len(messages) >= max_messages or used_bytes >= max_bytes:
+                break
+        return messages, used_bytes
+
+    def offset_for_timestamp(self, timestamp_ms: int, from_offset: int, end_offset: int) -> int | None:
+        """First offset in ``[from_offset, end_offset)`` whose timestamp is at least
+        ``timestamp_ms``, or ``None`` (blocking)."""
+        entry = self.index.entry_for_timestamp(timestamp_ms)
+        position, offset = self._position_for_offset(from_offset)
+        if entry is not None and self.index.positions[entry] > position:
+            position = self.index.positions[entry]
+            offset = self.base_offset + self.index.relative_offsets[entry]
+        for _data, frame in self._frames_from(offset, (position, offset)):
+            if frame.offset >= end_offset:
+                return None
+            if frame.offset >= from_offset and frame.timestamp_ms >= timestamp_ms:
+                return frame.offset
+        return None
+
+    def _position_for_offset(self, offset: int) -> tuple[int, int]:
+        entry = self.index.entry_for_offset(offset - self.base_offset)
+        if entry is None:
+            return record.SEGMENT_HEADER_BYTES, self.base_offset
+        return self.index.positions[entry], self.base_offset + self.index.relative_offsets[entry]
+
+    def _frames_from(
+        self, wanted_offset: int, start: tuple[int, int]
+    ) -> Iterator[tuple[bytes, record.Frame]]:
+        """Checked frames from a known (position, offset) up to ``readable_bytes``, read in
+        chunks. Raises :class:`CorruptRecord` at damage or at an offset out of sequence."""
+        position, expected_offset = start
+        limit = self.readable_bytes
+        chunk_bytes = READ_CHUNK_BYTES
+        while position < limit:
+            if self.damaged_at_offset is not None and expected_offset >= self.damaged_at_offset:
+                raise self._corrupt("damaged record found on open", expected_offset)
+            data = os.pread(self._file_descriptor, min(limit - position, chunk_bytes), position)
+            cursor = 0
+            while cursor < len(data):
+                length = record.frame_length(data, cursor)
+                if length is None or cursor + length > len(data):
+                    if length is not None and position + cursor + length > limit:
+                        raise self._corrupt("record runs past the end", expected_offset)
+                    chunk_bytes = max(chunk_bytes, length or 0)
+                    break
+                try:
+                    frame = record.read_frame(data, cursor)
+                except record.FrameError as error:
+                    raise self._corrupt(error.reason, expected_offset) from error
+                if frame.offset != expected_offset:
+                    raise self._corrupt("offset out of sequence", expected_offset)
+                yield data, frame
+                expected_offset += 1
+                cursor = frame.end
+            if cursor == 0 and len(data) == limit - position:
+                raise self._corrupt("short record at the end", expected_offset)
+            position += cursor
+
+    def _corrupt(self, reason: str, offset: int) -> CorruptRecord:
+        return CorruptRecord(
+            f"segment {self.path}: {reason} at offset {offset}", path=str(self.path), offset=offset
+        )
+
+
+def _write_all(file_descriptor: int, data: bytes, position: int) -> None:
+    """``pwrite`` until every byte is written (a regular file may take fewer)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(file_descriptor, view, position)
+        view = view[written:]
+        position += written
+
+
+def _log_dropped(path: Path, position: int, dropped_bytes: int, reason: str) -> None:
+    logger.warning(
+        "segment %s: dropped %d bytes of damaged tail at position %d (%s)",
+        path, dropped_bytes, position, reason,
+    )

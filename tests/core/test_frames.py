@@ -1,0 +1,157 @@
+"""The WebSocket frame codec: round trips, and a fuzzed decoder that only ever
+returns a frame or raises ``InvalidArgument``."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relaymq.api import frames
+from relaymq.core.message import Message
+from relaymq.errors import InvalidArgument, StreamNotFound
+
+FUZZ_SETTINGS = settings(
+    max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+field_names = st.sampled_from(
+    [
+        "seq",
+        "sub",
+        "subscription",
+        "credit",
+        "batch",
+        "messages",
+        "receipts",
+        "delay_ms",
+        "extend_ms",
+        "reason",
+        "error",
+        "stream",
+        "encoding",
+        "subject",
+        "payload",
+        "text",
+    ]
+)
+
+frame_like = st.dictionaries(field_names, json_values, max_size=6).flatmap(
+    lambda fields: st.sampled_from([*sorted(frames.CLIENT_OPS), "bogus", ""]).map(
+        lambda op: {"op": op, **fields}
+    )
+)
+
+
+def _decodes_or_invalid(decode, data) -> None:
+    try:
+        frame = decode(data)
+    except InvalidArgument as error:
+        assert error.code == "invalid_argument"
+        frames.encode_text(frames.error_frame(error))  # every error is reportable
+    else:
+        assert type(frame).__struct_config__.tag in frames.CLIENT_OPS
+
+
+@FUZZ_SETTINGS
+@given(st.text(max_size=300))
+def test_any_text_is_a_frame_or_invalid_argument(text: str) -> None:
+    _decodes_or_invalid(frames.decode_text, text)
+
+
+@FUZZ_SETTINGS
+@given(st.binary(max_size=300))
+def test_any_bytes_are_a_frame_or_invalid_argument(data: bytes) -> None:
+    _decodes_or_invalid(frames.decode_binary, data)
+    _decodes_or_invalid(frames.decode_text, data)
+
+
+@FUZZ_SETTINGS
+@given(frame_like)
+def test_frame_shaped_json_is_a_frame_or_invalid_argument(value: dict) -> None:
+    _decodes_or_invalid(frames.decode_text, msgspec.json.encode(value))
+
+
+@FUZZ_SETTINGS
+@given(frame_like)
+def test_frame_shaped_msgpack_is_a_frame_or_invalid_argument(value: dict) -> None:
+    _decodes_or_invalid(frames.decode_binary, msgspec.msgpack.encode(value))
+
+
+def test_deeply_nested_input_is_invalid_argument() -> None:
+    nested = '{"op":"ping","extra":' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(InvalidArgument):
+        frames.decode_text(nested)
+
+
+def test_publish_decodes_in_both_encodings() -> None:
+    value = {"op": "publish", "seq": 7, "messages": [{"subject": "a.b", "payload": b"\x00\xff"}]}
+    from_msgpack = frames.decode_binary(msgspec.msgpack.encode(value))
+    as_json = {**value, "messages": [{"subject": "a.b", "payload": "AP8="}]}
+    from_json = frames.decode_text(msgspec.json.encode(as_json).decode())
+    assert from_msgpack == from_json
+    assert isinstance(from_json, frames.Publish)
+    assert from_json.messages[0].payload == b"\x00\xff"
+
+
+def test_unknown_op_names_the_op_and_seq() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        frames.decode_text('{"op":"explode","seq":12}')
+    frame = frames.error_frame(caught.value)
+    assert frame.seq == 12
+    assert (frame.details["reason"], frame.details["op"]) == ("unknown_op", "explode")
+
+
+def test_invalid_field_keeps_the_seq() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        frames.decode_text('{"op":"subscribe","seq":3,"sub":"s","subscription":"q","credit":-1}')
+    assert frames.error_frame(caught.value).seq == 3
+
+
+def test_text_payload_becomes_utf8_bytes() -> None:
+    published = frames.PublishedMessage(subject="a", text="héllo")
+    assert frames.to_message(published).payload == "héllo".encode()
+
+
+def test_text_and_payload_together_are_invalid() -> None:
+    with pytest.raises(InvalidArgument):
+        frames.to_message(frames.PublishedMessage(subject="a", text="x", payload=b"y"))
+
+
+def test_error_frame_maps_code_message_and_details() -> None:
+    frame = frames.error_frame(StreamNotFound("no such stream", stream="s"), seq=4)
+    decoded = msgspec.json.decode(frames.encode_text(frame))
+    assert decoded == {
+        "op": "error",
+        "code": "stream_not_found",
+        "message": "no such stream",
+        "details": {"stream": "s"},
+        "seq": 4,
+    }
+
+
+def test_deliver_frame_round_trips_in_msgpack() -> None:
+    message = Message(subject="a", payload=b"\x01", partition=0, offset=5, timestamp_ms=9)
+    delivery = type(
+        "Delivery",
+        (),
+        {"message": message, "receipt": "r1", "delivery_count": 1, "deadline_ms": 10},
+    )()
+    encoded = frames.encode_binary(frames.deliver_frame("s1", [delivery]))
+    decoded = msgspec.msgpack.decode(encoded, type=frames.ServerFrame)
+    assert isinstance(decoded, frames.Deliver)
+    assert decoded.messages[0].payload == b"\x01"
+    assert decoded.messages[0].receipt == "r1"
