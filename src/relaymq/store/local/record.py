@@ -50,9 +50,7 @@ FRAME_PREFIX_BYTES = FRAME_PREFIX.size
 # A frame whose length field is larger than this is damage, not data.
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 
-RecordBody = tuple[
-    str, str | None, dict[str, str], str | None, int | None, int, int | None, bytes
-]
+RecordBody = tuple[str, str | None, dict[str, str], str | None, int | None, int, int | None, bytes]
 _encoder = msgspec.msgpack.Encoder()
 _body_decoder = msgspec.msgpack.Decoder(RecordBody)
 

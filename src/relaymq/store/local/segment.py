@@ -131,7 +131,9 @@ class Segment:
             else:
                 logger.error(
                     "segment %s: damaged record at position %d (%s); reads stop there",
-                    self.path, damage_position, reason,
+                    self.path,
+                    damage_position,
+                    reason,
                 )
                 self.damaged_at_offset = self.next_offset
         self.readable_bytes = self.size_bytes
@@ -314,7 +316,9 @@ class Segment:
                 break
         return messages, used_bytes
 
-    def offset_for_timestamp(self, timestamp_ms: int, from_offset: int, end_offset: int) -> int | None:
+    def offset_for_timestamp(
+        self, timestamp_ms: int, from_offset: int, end_offset: int
+    ) -> int | None:
         """First offset in ``[from_offset, end_offset)`` whose timestamp is at least
         ``timestamp_ms``, or ``None`` (blocking)."""
         entry = self.index.entry_for_timestamp(timestamp_ms)
@@ -386,5 +390,8 @@ def _write_all(file_descriptor: int, data: bytes, position: int) -> None:
 def _log_dropped(path: Path, position: int, dropped_bytes: int, reason: str) -> None:
     logger.warning(
         "segment %s: dropped %d bytes of damaged tail at position %d (%s)",
-        path, dropped_bytes, position, reason,
+        path,
+        dropped_bytes,
+        position,
+        reason,
     )

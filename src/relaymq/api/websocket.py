@@ -1,0 +1,601 @@
+"""The WebSocket adapter: ``/v1/namespaces/{namespace}/ws``.
+
+Owns the life of one WebSocket connection: reading and dispatching client
+frames (decoded by :mod:`relaymq.api.frames`), pipelined publishes confirmed
+after durability, one push loop per subscription limited by credit, and the
+bounded send queue every server frame goes through. ``docs/protocol.md`` is
+the protocol's specification.
+
+Everything is bounded, so a slow or hostile client never makes the server
+buffer without limit:
+
+* the send queue holds at most :data:`SEND_QUEUE_FRAMES` frames; whoever
+  produces a frame waits when it is full;
+* publishes in progress are limited per connection (messages and bytes); at
+  the limit the reader stops reading, which is TCP backpressure on the client;
+* a subscription never has more unacked messages out than its credit, which
+  is at most ``settings.ws_max_credit``;
+* frames are at most ``settings.ws_max_frame_bytes`` (close 1009); a
+  connection silent for ``settings.ws_idle_timeout_seconds`` is closed (4408).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, WebSocket
+from starlette.websockets import WebSocketState
+
+from relaymq import errors
+from relaymq.api import frames
+from relaymq.api.metrics import OpenConnections, open_connections
+
+if TYPE_CHECKING:
+    from relaymq.broker import Broker
+    from relaymq.config import Settings
+
+logger = logging.getLogger(__name__)
+
+ROUTE = "/v1/namespaces/{namespace}/ws"
+SEND_QUEUE_FRAMES = 256
+MAX_PUBLISHING_MESSAGES = 1_024
+MAX_PUBLISHING_BYTES = 64 * 1024 * 1024
+MAX_SUBSCRIPTIONS = 256
+DEFAULT_BATCH_MESSAGES = 100
+FETCH_WAIT_MS = 5_000
+RECHECK_SECONDS = 1.0
+
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_FRAME_TOO_LARGE = 1009
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_IDLE_TIMEOUT = 4408
+
+Encoding = str  # "json" or "msgpack"
+
+
+def now_ms() -> int:
+    """Wall-clock time in ms since the epoch (lease deadlines use it)."""
+    return int(time.time() * 1000)
+
+
+def internal_error(seq: int | None = None, sub: str | None = None) -> frames.Error:
+    """The ``error`` frame for a bug: logged server-side, never detailed to the client."""
+    message = "internal error; the server log has the details"
+    return frames.Error(code="internal", message=message, seq=seq, sub=sub)
+
+
+class Outbox:
+    """The connection's bounded queue of server frames, drained by one writer.
+
+    Producers wait while it is full; closing it wakes every one of them (their
+    frames are dropped), so no producer task outlives the connection."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.frames: collections.deque[tuple[frames.ServerFrame, Encoding]] = collections.deque()
+        self.queued = asyncio.Event()  # set while frames wait to be sent
+        self.space = asyncio.Event()  # set while the queue has room
+        self.space.set()
+        self.closed = False
+
+    async def put(self, frame: frames.ServerFrame, encoding: Encoding) -> None:
+        """Queue a frame; waits while the queue is full; dropped once closed."""
+        while len(self.frames) >= SEND_QUEUE_FRAMES and not self.closed:
+            self.space.clear()
+            await self.space.wait()
+        if not self.closed:
+            self.frames.append((frame, encoding))
+            self.queued.set()
+
+    async def write_forever(self) -> None:
+        """Encode and send queued frames, in order, until the socket fails."""
+        while True:
+            await self.queued.wait()
+            frame, encoding = self.frames.popleft()
+            if not self.frames:
+                self.queued.clear()
+            self.space.set()
+            if encoding == "msgpack":
+                await self.websocket.send_bytes(frames.encode_binary(frame))
+            else:
+                await self.websocket.send_text(frames.encode_text(frame))
+
+    def close(self) -> None:
+        """Drop queued frames and refuse new ones, waking every waiting producer."""
+        self.closed = True
+        self.frames.clear()
+        self.space.set()
+
+
+class PublishWindow:
+    """Messages and bytes of the publishes a connection has in progress."""
+
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.messages = 0
+        self.bytes = 0
+        self.changed = asyncio.Condition()
+
+    def clamp(self, messages: int, size_bytes: int) -> tuple[int, int]:
+        """The share a publish takes: a lone huge frame still fits an empty window."""
+        return min(messages, self.max_messages), min(size_bytes, self.max_bytes)
+
+    async def acquire(self, messages: int, size_bytes: int) -> None:
+        """Wait until the publish fits, then take its share."""
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.fits(messages, size_bytes))
+            self.messages += messages
+            self.bytes += size_bytes
+
+    def fits(self, messages: int, size_bytes: int) -> bool:
+        """Whether a publish of that size may start now."""
+        return (
+            self.messages + messages <= self.max_messages
+            and self.bytes + size_bytes <= self.max_bytes
+        )
+
+    async def release(self, messages: int, size_bytes: int) -> None:
+        """Give a finished publish's share back."""
+        async with self.changed:
+            self.messages -= messages
+            self.bytes -= size_bytes
+            self.changed.notify_all()
+
+
+class Subscriber:
+    """One ``subscribe`` of a connection: a loop fetching from the broker within
+    the credit and sending one ``deliver`` frame per batch.
+
+    Credit is the most unacked messages out at once (prefetch): every delivered
+    message takes one unit until it is acked, nacked or termed, or its lease
+    runs out; the ``credit`` op raises the limit."""
+
+    def __init__(self, connection: Connection, frame: frames.Subscribe, encoding: Encoding) -> None:
+        self.connection = connection
+        self.handle = frame.sub
+        self.subscription = frame.subscription
+        self.consumer_id = f"ws-{connection.connection_id}-{frame.sub}"
+        self.credit = frame.credit
+        self.batch_messages = frame.batch or DEFAULT_BATCH_MESSAGES
+        self.encoding = encoding
+        self.in_flight: dict[str, int] = {}  # receipt -> lease deadline (ms since epoch)
+        self.changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start pushing."""
+        self.task = asyncio.create_task(self.push_forever(), name=self.consumer_id)
+
+    async def stop(self) -> None:
+        """Stop pushing and hand the unacked messages back for redelivery."""
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        broker = self.connection.broker
+        with contextlib.suppress(errors.RelayError):
+            await broker.release_consumer(
+                self.connection.namespace, self.subscription, self.consumer_id
+            )
+
+    def room(self) -> int:
+        """How many more messages may be delivered now."""
+        current_ms = now_ms()
+        expired = [receipt for receipt, deadline in self.in_flight.items() if deadline < current_ms]
+        for receipt in expired:
+            del self.in_flight[receipt]
+        return self.credit - len(self.in_flight)
+
+    def add_credit(self, credit: int) -> None:
+        """Raise the credit by ``credit`` and wake the push loop."""
+        self.credit += credit
+        self.changed.set()
+
+    def settled(self, frame: frames.ReceiptFrame, outcomes: list[frames.ReceiptOutcome]) -> None:
+        """Account for an ack-family op: settled receipts free their credit."""
+        if isinstance(frame, frames.Extend):
+            for outcome in outcomes:
+                if outcome.deadline_ms is not None and outcome.receipt in self.in_flight:
+                    self.in_flight[outcome.receipt] = outcome.deadline_ms
+            return
+        for receipt in frame.receipts:
+            self.in_flight.pop(receipt, None)
+        self.changed.set()
+
+    async def push_forever(self) -> None:
+        """Fetch and deliver until stopped; a broker error ends the subscription."""
+        try:
+            while True:
+                await self.push_once()
+        except errors.RelayError as error:
+            await self.connection.outbox.put(
+                frames.error_frame(error, sub=self.handle), self.encoding
+            )
+        except Exception:
+            logger.exception("push loop of %s failed", self.consumer_id)
+            await self.connection.outbox.put(internal_error(sub=self.handle), self.encoding)
+        self.connection.forget(self)
+
+    async def push_once(self) -> None:
+        """One fetch within the credit, and its ``deliver`` frame."""
+        self.changed.clear()
+        room = self.room()
+        if room <= 0:
+            await self.wait_for_change()
+            return
+        started_seconds = time.monotonic()
+        deliveries = await self.fetch(min(room, self.batch_messages))
+        if deliveries:
+            for delivery in deliveries:
+                self.in_flight[delivery.receipt] = delivery.deadline_ms
+            frame = frames.deliver_frame(self.handle, deliveries)
+            await self.connection.outbox.put(frame, self.encoding)
+        elif time.monotonic() - started_seconds < self.connection.fetch_wait_ms / 2000:
+            await self.wait_for_change()  # the broker answered early: do not spin
+
+    async def fetch(self, max_messages: int) -> list[Any]:
+        """Long-poll the broker for up to ``max_messages``."""
+        connection = self.connection
+        return await connection.broker.fetch(
+            connection.namespace,
+            self.subscription,
+            consumer_id=self.consumer_id,
+            max_messages=min(max_messages, connection.settings.max_fetch_messages),
+            wait_ms=connection.fetch_wait_ms,
+            max_in_flight=self.credit,
+        )
+
+    async def wait_for_change(self) -> None:
+        """Wait for an ack or more credit, at most :data:`RECHECK_SECONDS`
+        (leases also run out on their own)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RECHECK_SECONDS):
+                await self.changed.wait()
+
+
+class Connection:
+    """One WebSocket client of one namespace."""
+
+    def __init__(
+        self, websocket: WebSocket, namespace: str, broker: Broker, settings: Settings
+    ) -> None:
+        self.websocket = websocket
+        self.namespace = namespace
+        self.broker = broker
+        self.settings = settings
+        self.connection_id = uuid.uuid4().hex[:16]
+        self.outbox = Outbox(websocket)
+        self.window = PublishWindow(MAX_PUBLISHING_MESSAGES, MAX_PUBLISHING_BYTES)
+        self.subscribers: dict[str, Subscriber] = {}
+        self.background: set[asyncio.Task[None]] = set()  # publishes, releases
+        self.pinned_encoding: Encoding | None = None
+        self.fetch_wait_ms = min(FETCH_WAIT_MS, settings.max_wait_ms)
+        self.handlers: dict[type, Callable[[Any, Encoding, int], Awaitable[None]]] = {
+            frames.Hello: self.hello,
+            frames.Publish: self.publish,
+            frames.Subscribe: self.subscribe,
+            frames.Credit: self.credit,
+            frames.Unsubscribe: self.unsubscribe,
+            frames.Ack: self.settle,
+            frames.Nack: self.settle,
+            frames.Extend: self.settle,
+            frames.Term: self.settle,
+            frames.Ping: self.ping,
+        }
+
+    # -- the connection's life ------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Run the reader and the writer until either ends, then clean up."""
+        reader = asyncio.create_task(self.read_forever())
+        writer = asyncio.create_task(self.outbox.write_forever())
+        try:
+            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            writer.cancel()
+            reader.cancel()
+            close = await self.outcome(reader)
+            await self.close(close)
+
+    async def outcome(self, reader: asyncio.Task[tuple[int, str] | None]) -> tuple[int, str] | None:
+        """The close code and reason the reader asked for, if any."""
+        try:
+            return await reader
+        except asyncio.CancelledError:
+            return None
+        except Exception:
+            logger.exception("websocket reader of %s failed", self.connection_id)
+            return CLOSE_INTERNAL_ERROR, "internal error"
+
+    async def close(self, close: tuple[int, str] | None) -> None:
+        """Close the socket (when still open) and release every subscription."""
+        self.outbox.close()
+        if close is not None and self.websocket.client_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await self.websocket.close(*close)
+        for subscriber in list(self.subscribers.values()):
+            await subscriber.stop()
+        self.subscribers.clear()
+
+    def forget(self, subscriber: Subscriber) -> None:
+        """Drop a subscriber whose push loop ended on its own, releasing its messages."""
+        if self.subscribers.get(subscriber.handle) is subscriber:
+            del self.subscribers[subscriber.handle]
+            subscriber.task = None
+            release = asyncio.create_task(subscriber.stop())
+            self.background.add(release)
+            release.add_done_callback(self.background.discard)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def read_forever(self) -> tuple[int, str] | None:
+        """Read and dispatch frames; returns the close to send, or ``None`` when
+        the client went away."""
+        idle_timeout_seconds = self.settings.ws_idle_timeout_seconds
+        while True:
+            try:
+                async with asyncio.timeout(idle_timeout_seconds):
+                    message = await self.websocket.receive()
+            except TimeoutError:
+                return CLOSE_IDLE_TIMEOUT, "idle timeout"
+            if message["type"] == "websocket.disconnect":
+                return None
+            data, encoding = frame_data(message)
+            size_bytes = frame_size_bytes(data, self.settings.ws_max_frame_bytes)
+            if size_bytes > self.settings.ws_max_frame_bytes:
+                return (
+                    CLOSE_FRAME_TOO_LARGE,
+                    f"frame exceeds {self.settings.ws_max_frame_bytes} bytes",
+                )
+            await self.receive_frame(data, encoding, size_bytes)
+
+    async def receive_frame(self, data: str | bytes, encoding: Encoding, size_bytes: int) -> None:
+        """Decode one frame and run its handler; every failure becomes an ``error`` frame."""
+        try:
+            frame = (
+                frames.decode_binary(data) if encoding == "msgpack" else frames.decode_text(data)
+            )
+        except errors.InvalidArgument as error:
+            await self.send(frames.error_frame(error), encoding)
+            return
+        seq, sub = getattr(frame, "seq", None), getattr(frame, "sub", None)
+        try:
+            await self.handlers[type(frame)](frame, encoding, size_bytes)
+        except errors.RelayError as error:
+            await self.send(frames.error_frame(error, seq=seq, sub=sub), encoding)
+        except Exception:
+            logger.exception("websocket frame %s failed", type(frame).__name__)
+            await self.send(internal_error(seq, sub), encoding)
+
+    async def send(self, frame: frames.ServerFrame, encoding: Encoding) -> None:
+        """Queue a reply, in the pinned encoding or else the request's."""
+        await self.outbox.put(frame, self.pinned_encoding or encoding)
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    async def hello(self, frame: frames.Hello, encoding: Encoding, size_bytes: int) -> None:
+        """Pin the encoding (if asked) and describe the connection and its limits."""
+        if frame.encoding is not None:
+            self.pinned_encoding = frame.encoding
+        welcome = frames.Welcome(
+            version=frames.PROTOCOL_VERSION,
+            connection_id=self.connection_id,
+            encoding=self.pinned_encoding,
+            limits=self.limits(),
+            seq=frame.seq,
+        )
+        await self.send(welcome, encoding)
+
+    def limits(self) -> dict[str, int]:
+        """The limits a client should know, as announced in ``welcome``."""
+        settings = self.settings
+        return {
+            "max_frame_bytes": settings.ws_max_frame_bytes,
+            "max_credit": settings.ws_max_credit,
+            "idle_timeout_ms": int(settings.ws_idle_timeout_seconds * 1000),
+            "max_batch_messages": settings.max_batch_messages,
+            "max_payload_bytes": settings.max_payload_bytes,
+            "max_publishing_messages": MAX_PUBLISHING_MESSAGES,
+            "max_subscriptions": MAX_SUBSCRIPTIONS,
+        }
+
+    async def publish(self, frame: frames.Publish, encoding: Encoding, size_bytes: int) -> None:
+        """Start a publish; waits (and so stops reading) while the window is full."""
+        messages = [frames.to_message(published) for published in frame.messages]
+        share = self.window.clamp(len(messages), size_bytes)
+        await self.window.acquire(*share)
+        task = asyncio.create_task(self.publish_and_confirm(frame, messages, encoding, share))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def publish_and_confirm(
+        self, frame: frames.Publish, messages: list[Any], encoding: Encoding, share: tuple[int, int]
+    ) -> None:
+        """Publish, then queue its ``confirm`` (or ``error``); the window share is
+        given back only once the reply is queued, so replies cannot pile up."""
+        try:
+            reply = await self.published(frame, messages)
+            await self.send(reply, encoding)
+        finally:
+            await self.window.release(*share)
+
+    async def published(self, frame: frames.Publish, messages: list[Any]) -> frames.ServerFrame:
+        """The ``confirm`` of a durable publish, or the ``error`` that stopped it."""
+        try:
+            results = await self.broker.publish(self.namespace, messages, stream=frame.stream)
+        except errors.RelayError as error:
+            return frames.error_frame(error, seq=frame.seq)
+        except Exception:
+            logger.exception("publish failed")
+            return internal_error(frame.seq)
+        outcomes = [
+            frames.PublishOutcome(
+                stream=result.stream,
+                partition=result.partition,
+                offset=result.offset,
+                duplicate=result.duplicate,
+            )
+            for result in results
+        ]
+        return frames.Confirm(seq=frame.seq, results=outcomes)
+
+    async def subscribe(self, frame: frames.Subscribe, encoding: Encoding, size_bytes: int) -> None:
+        """Attach a subscriber under the client's handle and start pushing."""
+        if frame.sub in self.subscribers:
+            raise errors.Conflict(f"sub {frame.sub!r} is already in use", sub=frame.sub)
+        if len(self.subscribers) >= MAX_SUBSCRIPTIONS:
+            raise errors.TooManyResources(
+                f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection",
+                limit="max_subscriptions",
+                max_subscriptions=MAX_SUBSCRIPTIONS,
+            )
+        self.check_credit(frame.credit)
+        self.broker.subscription_info(self.namespace, frame.subscription)  # exists?
+        subscriber = Subscriber(self, frame, self.pinned_encoding or encoding)
+        self.subscribers[frame.sub] = subscriber
+        subscriber.start()
+        if frame.seq is not None:
+            await self.send(frames.Result(seq=frame.seq, sub=frame.sub), encoding)
+
+    def check_credit(self, credit: int) -> None:
+        """Refuse a credit above ``ws_max_credit``."""
+        if credit > self.settings.ws_max_credit:
+            raise errors.LimitExceeded(
+                f"credit {credit} exceeds {self.settings.ws_max_credit}",
+                limit="ws_max_credit",
+                ws_max_credit=self.settings.ws_max_credit,
+            )
+
+    def subscriber(self, handle: str) -> Subscriber:
+        """The subscriber of a handle, or :class:`NotFound`."""
+        subscriber = self.subscribers.get(handle)
+        if subscriber is None:
+            raise errors.NotFound(f"no subscription with sub {handle!r} on this connection")
+        return subscriber
+
+    async def credit(self, frame: frames.Credit, encoding: Encoding, size_bytes: int) -> None:
+        """Raise a subscriber's credit."""
+        subscriber = self.subscriber(frame.sub)
+        self.check_credit(subscriber.credit + frame.credit)
+        subscriber.add_credit(frame.credit)
+        if frame.seq is not None:
+            await self.send(frames.Result(seq=frame.seq, sub=frame.sub), encoding)
+
+    async def unsubscribe(
+        self, frame: frames.Unsubscribe, encoding: Encoding, size_bytes: int
+    ) -> None:
+        """Detach a subscriber; its unacked messages go back for redelivery."""
+        subscriber = self.subscriber(frame.sub)
+        del self.subscribers[frame.sub]
+        await subscriber.stop()
+        if frame.seq is not None:
+            await self.send(frames.Result(seq=frame.seq, sub=frame.sub), encoding)
+
+    async def settle(self, frame: frames.ReceiptFrame, encoding: Encoding, size_bytes: int) -> None:
+        """Ack, nack, extend or term receipts; answer with ``result`` when the
+        frame has a ``seq`` or when any receipt failed."""
+        subscriber = self.subscriber(frame.sub)
+        values = await self.apply(subscriber.subscription, frame)
+        outcomes = [receipt_outcome(r, v) for r, v in zip(frame.receipts, values, strict=True)]
+        subscriber.settled(frame, outcomes)
+        if frame.seq is not None or not all(outcome.ok for outcome in outcomes):
+            result = frames.Result(seq=frame.seq, sub=frame.sub, results=outcomes)
+            await self.send(result, encoding)
+
+    async def apply(self, subscription: str, frame: frames.ReceiptFrame) -> list[Any]:
+        """The broker call of an ack-family frame."""
+        broker, namespace, receipts = self.broker, self.namespace, frame.receipts
+        if isinstance(frame, frames.Ack):
+            return await broker.ack(namespace, subscription, receipts)
+        if isinstance(frame, frames.Nack):
+            return await broker.nack(
+                namespace, subscription, receipts, delay_ms=frame.delay_ms, error=frame.error
+            )
+        if isinstance(frame, frames.Extend):
+            return await broker.extend(namespace, subscription, receipts, extend_ms=frame.extend_ms)
+        return await broker.term(namespace, subscription, receipts, reason=frame.reason)
+
+    async def ping(self, frame: frames.Ping, encoding: Encoding, size_bytes: int) -> None:
+        """Answer ``pong``."""
+        await self.send(frames.Pong(seq=frame.seq), encoding)
+
+
+def receipt_outcome(receipt: str, value: Any) -> frames.ReceiptOutcome:
+    """One receipt's outcome from the broker's per-receipt value (``None``, a
+    new deadline in ms, or a :class:`RelayError`)."""
+    if isinstance(value, errors.RelayError):
+        return frames.ReceiptOutcome(
+            receipt=receipt, ok=False, code=value.code, message=value.message
+        )
+    deadline_ms = value if isinstance(value, int) else None
+    return frames.ReceiptOutcome(receipt=receipt, ok=True, deadline_ms=deadline_ms)
+
+
+def frame_data(message: dict[str, Any]) -> tuple[str | bytes, Encoding]:
+    """A received ASGI message's data and encoding (text is JSON, binary msgpack)."""
+    text = message.get("text")
+    if text is not None:
+        return text, "json"
+    return message.get("bytes") or b"", "msgpack"
+
+
+def frame_size_bytes(data: str | bytes, limit_bytes: int) -> int:
+    """The frame's size in bytes, exact whenever it matters for ``limit_bytes``
+    (a text frame is encoded only when its length alone cannot decide)."""
+    if isinstance(data, bytes):
+        return len(data)
+    if len(data) > limit_bytes or len(data) * 4 <= limit_bytes:
+        return len(data)
+    return len(data.encode("utf-8", "surrogatepass"))
+
+
+async def refuse(websocket: WebSocket, error: errors.RelayError, code: int) -> None:
+    """Accept, explain in an ``error`` frame, and close with ``code``."""
+    await websocket.accept()
+    await websocket.send_text(frames.encode_text(frames.error_frame(error)))
+    await websocket.close(code, error.code)
+
+
+def admission_error(
+    namespace: str, broker: Broker, settings: Settings, connections: OpenConnections
+) -> tuple[errors.RelayError, int] | None:
+    """Why a new connection may not be served (and its close code), if it may not."""
+    if connections.persistent() >= settings.max_connections:
+        error = errors.TooManyConnections(
+            f"at most {settings.max_connections} connections",
+            limit="max_connections",
+            max_connections=settings.max_connections,
+        )
+        return error, CLOSE_TRY_AGAIN_LATER
+    if namespace not in broker.list_namespaces():
+        return errors.NamespaceNotFound(f"no namespace {namespace!r}"), CLOSE_POLICY_VIOLATION
+    return None
+
+
+def install(app: FastAPI, broker: Broker, settings: Settings) -> None:
+    """Register the WebSocket route on ``app``."""
+    connections = open_connections(app)
+
+    async def websocket_endpoint(websocket: WebSocket, namespace: str) -> None:
+        """One WebSocket connection (see ``docs/protocol.md``)."""
+        refusal = admission_error(namespace, broker, settings, connections)
+        if refusal is not None:
+            await refuse(websocket, *refusal)
+            return
+        connections.open("websocket")
+        try:
+            await websocket.accept()
+            await Connection(websocket, namespace, broker, settings).serve()
+        finally:
+            connections.close("websocket")
+
+    app.add_api_websocket_route(ROUTE, websocket_endpoint)
