@@ -58,9 +58,7 @@ def build_formatter(log_format: LogFormat) -> logging.Formatter:
     return logging.Formatter(TEXT_FORMAT)
 
 
-def configure_logging(
-    level: LogLevel, log_format: LogFormat, stream: TextIO | None = None
-) -> None:
+def configure_logging(level: LogLevel, log_format: LogFormat, stream: TextIO | None = None) -> None:
     """Point the root logger (and uvicorn's) at one stderr handler in the chosen format."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(build_formatter(log_format))

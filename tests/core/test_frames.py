@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relaymq.api import frames
+from relaymq.core.cursor import Delivery
 from relaymq.core.message import Message
 from relaymq.errors import InvalidArgument, StreamNotFound
 
@@ -100,9 +101,9 @@ def test_deeply_nested_input_is_invalid_argument() -> None:
 def test_publish_decodes_in_both_encodings() -> None:
     value = {"op": "publish", "seq": 7, "messages": [{"subject": "a.b", "payload": b"\x00\xff"}]}
     from_msgpack = frames.decode_binary(msgspec.msgpack.encode(value))
-    as_json = {**value, "messages": [{"subject": "a.b", "payload": "AP8="}]}
+    as_json = {**value, "messages": [{"subject": "a.b", "payload": "AP8=", "encoding": "base64"}]}
     from_json = frames.decode_text(msgspec.json.encode(as_json).decode())
-    assert from_msgpack == from_json
+    assert from_msgpack.messages[0].payload == from_json.messages[0].payload
     assert isinstance(from_json, frames.Publish)
     assert from_json.messages[0].payload == b"\x00\xff"
 
@@ -122,13 +123,32 @@ def test_invalid_field_keeps_the_seq() -> None:
 
 
 def test_text_payload_becomes_utf8_bytes() -> None:
-    published = frames.PublishedMessage(subject="a", text="héllo")
-    assert frames.to_message(published).payload == "héllo".encode()
+    frame = frames.decode_text(
+        '{"op":"publish","seq":1,"messages":[{"subject":"a","payload":"h\u00e9llo"}]}'
+    )
+    assert frames.to_message(frame.messages[0]).payload == "héllo".encode()
 
 
-def test_text_and_payload_together_are_invalid() -> None:
-    with pytest.raises(InvalidArgument):
-        frames.to_message(frames.PublishedMessage(subject="a", text="x", payload=b"y"))
+def test_base64_and_json_payloads_become_bytes() -> None:
+    frame = frames.decode_text(
+        '{"op":"publish","seq":1,"messages":[{"subject":"a","payload":"AP8=","encoding":"base64"},'
+        '{"subject":"a","payload_json":{"n":1}}]}'
+    )
+    assert [published.payload for published in frame.messages] == [b"\x00\xff", b'{"n":1}']
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        '{"subject":"a","payload":"!!","encoding":"base64"}',
+        '{"subject":"a","payload":"x","payload_json":1}',
+        '{"subject":"a","payload":5}',
+    ],
+)
+def test_bad_payloads_are_invalid(message: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        frames.decode_text('{"op":"publish","seq":9,"messages":[' + message + "]}")
+    assert frames.error_frame(caught.value).seq == 9
 
 
 def test_error_frame_maps_code_message_and_details() -> None:
@@ -143,15 +163,25 @@ def test_error_frame_maps_code_message_and_details() -> None:
     }
 
 
-def test_deliver_frame_round_trips_in_msgpack() -> None:
-    message = Message(subject="a", payload=b"\x01", partition=0, offset=5, timestamp_ms=9)
-    delivery = type(
-        "Delivery",
-        (),
-        {"message": message, "receipt": "r1", "delivery_count": 1, "deadline_ms": 10},
-    )()
-    encoded = frames.encode_binary(frames.deliver_frame("s1", [delivery]))
+def _delivery(payload: bytes) -> object:
+    message = Message(subject="a", payload=payload, partition=0, offset=5, timestamp_ms=9)
+    return Delivery(message=message, receipt="r1", delivery_count=1, deadline_ms=10)
+
+
+def test_deliver_frame_is_bin_in_msgpack() -> None:
+    encoded = frames.encode_binary(frames.deliver_frame("s1", [_delivery(b"\xff")], "msgpack"))
     decoded = msgspec.msgpack.decode(encoded, type=frames.ServerFrame)
     assert isinstance(decoded, frames.Deliver)
-    assert decoded.messages[0].payload == b"\x01"
-    assert decoded.messages[0].receipt == "r1"
+    delivered = decoded.messages[0]
+    assert (delivered.payload, delivered.encoding, delivered.receipt) == (b"\xff", None, "r1")
+    assert delivered.id == "0-5"
+
+
+def test_deliver_frame_is_text_or_base64_in_json() -> None:
+    deliveries = [_delivery("hé".encode()), _delivery(b"\xff")]
+    encoded = frames.encode_text(frames.deliver_frame("s1", deliveries, "json"))
+    messages = msgspec.json.decode(encoded)["messages"]
+    assert [(m["payload"], m["encoding"]) for m in messages] == [
+        ("hé", "utf-8"),
+        ("/w==", "base64"),
+    ]

@@ -10,6 +10,8 @@ takes a ``str`` or ``bytes`` and returns a frame or raises
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -29,6 +31,7 @@ PositiveCount = Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQUENCE)]
 Milliseconds = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQUENCE)]
 Receipts = Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_ITEMS_PER_FRAME)]
 Encoding = Literal["json", "msgpack"]
+PayloadEncoding = Literal["utf-8", "base64"]
 
 
 class _Frame(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="op"):
@@ -39,19 +42,52 @@ class _Frame(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="op"):
 
 
 class PublishedMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """A message in a ``publish`` frame. ``payload`` is bytes (base64 in JSON);
-    ``text`` is a convenience for JSON clients: a string stored as its UTF-8
-    bytes. At most one of the two may be given."""
+    """A message in a ``publish`` frame, shaped like the HTTP API's message.
+
+    ``payload`` is text stored as UTF-8 (``encoding`` ``utf-8``, the default),
+    base64 text (``encoding`` ``base64``), or, in msgpack frames only, raw
+    ``bin``; or ``payload_json``, any JSON value stored as compact JSON. After
+    decoding, ``payload`` always holds the bytes to store."""
 
     subject: str
-    payload: bytes = b""
-    text: str | None = None
+    payload: Any = b""  # str, or bytes (msgpack bin); checked in __post_init__
+    encoding: PayloadEncoding = "utf-8"
+    payload_json: Any = msgspec.UNSET
     key: str | None = None
     headers: dict[str, str] = {}
     id: str | None = None
     deliver_at_ms: Milliseconds | None = None
     priority: int = 0
     expires_at_ms: Milliseconds | None = None
+
+    def __post_init__(self) -> None:
+        """Turn the payload into bytes (a ``ValueError`` here is a validation error)."""
+        if self.payload_json is not msgspec.UNSET:
+            if self.payload:
+                raise ValueError("give payload or payload_json, not both")
+            self.payload = _json_encoder.encode(self.payload_json)
+        elif isinstance(self.payload, str):
+            self.payload = payload_bytes(self.payload, self.encoding)
+        elif not isinstance(self.payload, bytes):
+            raise ValueError("payload must be a string (or msgpack bin)")
+
+
+def payload_bytes(payload: str, encoding: PayloadEncoding) -> bytes:
+    """The bytes of a text payload in ``encoding``."""
+    if encoding == "base64":
+        try:
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("payload is not valid base64") from None
+    return payload.encode("utf-8", "surrogatepass")
+
+
+def payload_text(payload: bytes) -> tuple[str, PayloadEncoding]:
+    """A payload for a JSON frame: its text when valid UTF-8, else base64."""
+    try:
+        return payload.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(payload).decode("ascii"), "base64"
 
 
 class Hello(_Frame, tag="hello"):
@@ -173,20 +209,28 @@ class Confirm(_Frame, tag="confirm"):
 
 
 class DeliveredMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """A message in a ``deliver`` frame, with the receipt that acks it."""
+    """A message in a ``deliver`` frame, shaped like the HTTP API's message.
 
+    In JSON frames ``payload`` is text when valid UTF-8 (``encoding`` ``utf-8``)
+    and base64 otherwise (``encoding`` ``base64``); in msgpack frames it is
+    ``bin`` and ``encoding`` is absent. ``id`` is the publisher's id or
+    ``"{partition}-{offset}"``."""
+
+    id: str
     subject: str
-    payload: bytes
-    partition: int
-    offset: int
-    timestamp_ms: int
-    receipt: str
-    delivery_count: int
-    deadline_ms: int
+    payload: Any  # str in JSON frames, bytes in msgpack frames
+    encoding: PayloadEncoding | None = None
     key: str | None = None
     headers: dict[str, str] = {}
-    id: str | None = None
+    timestamp_ms: int
+    partition: int
+    offset: int
     priority: int = 0
+    deliver_at_ms: int | None = None
+    expires_at_ms: int | None = None
+    receipt: str
+    delivery_count: int
+    lease_deadline_ms: int
 
 
 class Deliver(_Frame, tag="deliver"):
@@ -306,10 +350,7 @@ CLIENT_OPS = frozenset(
 def to_message(published: PublishedMessage) -> Message:
     """The broker's :class:`Message` for a published wire message."""
     payload = published.payload
-    if published.text is not None:
-        if payload:
-            raise InvalidArgument("give either payload or text, not both", reason="invalid_frame")
-        payload = published.text.encode("utf-8", "surrogatepass")
+    assert isinstance(payload, bytes)  # __post_init__ converted it
     return Message(
         subject=published.subject,
         payload=payload,
@@ -362,24 +403,32 @@ def _pop_text(details: dict[str, Any], name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def deliver_frame(sub: str, deliveries: list[Any]) -> Deliver:
+def deliver_frame(sub: str, deliveries: list[Any], encoding: Encoding) -> Deliver:
     """A ``deliver`` frame for a batch of broker deliveries (``Received`` values)."""
-    return Deliver(sub=sub, messages=[_delivered(delivery) for delivery in deliveries])
+    binary = encoding == "msgpack"
+    return Deliver(sub=sub, messages=[_delivered(delivery, binary) for delivery in deliveries])
 
 
-def _delivered(delivery: Any) -> DeliveredMessage:
+def _delivered(delivery: Any, binary: bool) -> DeliveredMessage:
     message: Message = delivery.message
+    payload: str | bytes = message.payload
+    encoding: PayloadEncoding | None = None
+    if not binary:
+        payload, encoding = payload_text(message.payload)
     return DeliveredMessage(
+        id=message.id or f"{message.partition}-{message.offset}",
         subject=message.subject,
-        payload=message.payload,
-        partition=message.partition,
-        offset=message.offset,
-        timestamp_ms=message.timestamp_ms,
-        receipt=delivery.receipt,
-        delivery_count=delivery.delivery_count,
-        deadline_ms=delivery.deadline_ms,
+        payload=payload,
+        encoding=encoding,
         key=message.key,
         headers=message.headers,
-        id=message.id,
+        timestamp_ms=message.timestamp_ms,
+        partition=message.partition,
+        offset=message.offset,
         priority=message.priority,
+        deliver_at_ms=message.deliver_at_ms,
+        expires_at_ms=message.expires_at_ms,
+        receipt=delivery.receipt,
+        delivery_count=delivery.delivery_count,
+        lease_deadline_ms=delivery.deadline_ms,
     )

@@ -237,7 +237,7 @@ class Subscriber:
         if deliveries:
             for delivery in deliveries:
                 self.in_flight[delivery.receipt] = delivery.deadline_ms
-            frame = frames.deliver_frame(self.handle, deliveries)
+            frame = frames.deliver_frame(self.handle, deliveries, self.encoding)
             await self.connection.outbox.put(frame, self.encoding)
         elif time.monotonic() - started_seconds < self.connection.fetch_wait_ms / 2000:
             await self.wait_for_change()  # the broker answered early: do not spin

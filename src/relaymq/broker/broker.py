@@ -40,6 +40,7 @@ from relaymq.broker.settings import BrokerSettings
 from relaymq.broker.stream import StreamHandle
 from relaymq.broker.subscription import SubscriptionHandle, checkpoint_key
 from relaymq.broker.validation import (
+    normalized,
     validate_stream_config,
     validate_stream_limits,
     validate_subscription_config,
@@ -234,7 +235,7 @@ class Broker:
 
     async def create_stream(self, namespace: str, config: StreamConfig) -> StreamInfo:
         """Create a stream capturing ``config.subjects``."""
-        validate_stream_config(config, self.settings)
+        config = validate_stream_config(config, self.settings)
         async with self._admin_lock:
             self._check_open()
             space = self._namespace(namespace)
@@ -262,7 +263,7 @@ class Broker:
                 for field in update.__struct_fields__
                 if (value := getattr(update, field)) is not None
             }
-            config = stream.config.__class__(**{**_fields(stream.config), **changes})
+            config = normalized(StreamConfig(**{**_fields(stream.config), **changes}))
             validate_stream_limits(config, self.settings)
             space.check_no_overlap(config.subjects, ignore=stream)
             await self._catalog.save(STREAM_KIND, namespace, config, stream.created_ms)
@@ -348,7 +349,7 @@ class Broker:
         self, namespace: str, config: SubscriptionConfig
     ) -> SubscriptionInfo:
         """Create a durable subscription on ``config.stream``."""
-        validate_subscription_config(config)
+        config = validate_subscription_config(config)
         async with self._admin_lock:
             self._check_open()
             space = self._namespace(namespace)
@@ -412,7 +413,7 @@ class Broker:
                 for field in update.__struct_fields__
                 if (value := getattr(update, field)) is not None
             }
-            config = SubscriptionConfig(**{**_fields(subscription.config), **changes})
+            config = normalized(SubscriptionConfig(**{**_fields(subscription.config), **changes}))
             validate_subscription_limits(config)
             self._check_dead_letter_target(space, config)
             await self._catalog.save(SUBSCRIPTION_KIND, namespace, config, subscription.created_ms)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import msgspec
+
 from relaymq.broker.models import (
     Backoff,
     StartKind,
@@ -14,10 +18,21 @@ from relaymq.broker.stream import compile_schema
 from relaymq.core.subjects import validate_filter
 from relaymq.errors import InvalidConfig
 
+Config = TypeVar("Config", StreamConfig, SubscriptionConfig)
+
 MAX_SUBJECTS_PER_STREAM = 100
 MAX_ACK_TIMEOUT_MS = 12 * 60 * 60 * 1000
 MAX_DEDUP_WINDOW_MS = 7 * 24 * 60 * 60 * 1000
 MAX_BACKOFF_MS = 24 * 60 * 60 * 1000
+
+
+def normalized(config: Config) -> Config:
+    """``config`` rebuilt through msgspec so every field has its declared type (a plain
+    ``"new"`` becomes ``DiscardPolicy.NEW``); a wrong type is :class:`InvalidConfig`."""
+    try:
+        return msgspec.convert(msgspec.to_builtins(config), type(config))
+    except (msgspec.ValidationError, TypeError) as error:
+        raise InvalidConfig(str(error)) from None
 
 
 def _positive_or_none(field: str, value: int | None) -> None:
@@ -32,11 +47,14 @@ def _within(field: str, value: float, lowest: float, highest: float) -> None:
         )
 
 
-def validate_stream_config(config: StreamConfig, settings: BrokerSettings) -> None:
-    """Raise :class:`InvalidConfig` (or a more specific error) if ``config`` cannot be applied."""
+def validate_stream_config(config: StreamConfig, settings: BrokerSettings) -> StreamConfig:
+    """``config`` normalized, or :class:`InvalidConfig` (or a more specific error) if it
+    cannot be applied."""
+    config = normalized(config)
     validate_name("stream", config.name)
     _within("partitions", config.partitions, 1, settings.max_partitions)
     validate_stream_limits(config, settings)
+    return config
 
 
 def validate_stream_limits(config: StreamConfig, settings: BrokerSettings) -> None:
@@ -65,8 +83,10 @@ def validate_backoff(backoff: Backoff) -> None:
     _within("backoff.jitter", backoff.jitter, 0.0, 1.0)
 
 
-def validate_subscription_config(config: SubscriptionConfig) -> None:
-    """Raise :class:`InvalidConfig` (or a more specific error) if ``config`` cannot be applied."""
+def validate_subscription_config(config: SubscriptionConfig) -> SubscriptionConfig:
+    """``config`` normalized, or :class:`InvalidConfig` (or a more specific error) if it
+    cannot be applied."""
+    config = normalized(config)
     validate_name("subscription", config.name)
     validate_name("stream", config.stream)
     validate_filter(config.filter_subject)
@@ -76,6 +96,7 @@ def validate_subscription_config(config: SubscriptionConfig) -> None:
         start.value is None or start.value < 0
     ):
         raise InvalidConfig(f"start {start.kind} needs a non-negative value", field="start.value")
+    return config
 
 
 def validate_subscription_limits(config: SubscriptionConfig) -> None:

@@ -8,7 +8,9 @@ in :mod:`relaymq.api.http.queues`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
+
+from fastapi import Response
 
 from relaymq.api.http.dependencies import (
     BrokerDependency,
@@ -41,7 +43,6 @@ SUBSCRIPTION = "/namespaces/{namespace}/subscriptions/{subscription}"
 DEFAULT_CONSUMER_ID = "http"
 
 Outcome = RelayError | int | None
-Settler = Callable[[Broker, str, str], Awaitable[Sequence[Outcome]]]
 
 
 async def fetch_messages(

@@ -187,9 +187,7 @@ async def handle_http_exception(request: Request, error: Exception) -> JSONRespo
     return response
 
 
-def translate_http_exception(
-    request: Request, error: StarletteHTTPException
-) -> errors.RelayError:
+def translate_http_exception(request: Request, error: StarletteHTTPException) -> errors.RelayError:
     """The :class:`RelayError` that stands for a Starlette HTTP exception."""
     path = request.url.path
     if error.status_code == 404:

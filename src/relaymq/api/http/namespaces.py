@@ -17,6 +17,7 @@ from relaymq.errors import NamespaceNotFound
 
 router = resource_router("namespaces")
 
+
 def require_namespace(broker: Broker, namespace: str) -> None:
     """Raise :class:`NamespaceNotFound` unless ``namespace`` exists."""
     if namespace not in broker.list_namespaces():
@@ -54,9 +55,7 @@ async def list_namespaces(
     return Page[NamespaceOut](items=items, next_cursor=next_cursor)
 
 
-@router.get(
-    "/namespaces/{namespace}", summary="Get a namespace", response_model=NamespaceOut
-)
+@router.get("/namespaces/{namespace}", summary="Get a namespace", response_model=NamespaceOut)
 async def get_namespace(namespace: NamespacePath, broker: BrokerDependency) -> NamespaceOut:
     """A namespace and how many streams and subscriptions it holds."""
     require_namespace(broker, namespace)

@@ -15,14 +15,12 @@ from typing import Annotated, TypeVar
 
 from fastapi import Query
 
-from relaymq.api.http.schemas import DEFAULT_PAGE_ITEMS, MAX_PAGE_ITEMS
+from relaymq.api.http.schemas import MAX_PAGE_ITEMS
 from relaymq.errors import InvalidArgument
 
 ItemT = TypeVar("ItemT")
 
-LimitQuery = Annotated[
-    int, Query(ge=1, le=MAX_PAGE_ITEMS, description="Most items on one page.")
-]
+LimitQuery = Annotated[int, Query(ge=1, le=MAX_PAGE_ITEMS, description="Most items on one page.")]
 CursorQuery = Annotated[
     str | None,
     Query(max_length=512, description="`next_cursor` of the previous page."),

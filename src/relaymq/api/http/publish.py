@@ -41,7 +41,7 @@ RAW_CONTENT_TYPE = "application/octet-stream"
 PUBLISH_REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "JSON: one message or {\"messages\": [...]}. Raw bytes: one payload, "
+        "description": 'JSON: one message or {"messages": [...]}. Raw bytes: one payload, '
         "metadata in RelayMQ-* headers (RelayMQ-Header-<name> for message headers).",
         "content": {
             "application/json": {
@@ -60,6 +60,7 @@ PUBLISH_REQUEST_BODY: dict[str, Any] = {
 
 OPENAPI_BODY_MODELS = (PublishBatch, MessageIn)
 """Models referenced by :data:`PUBLISH_REQUEST_BODY` that the app adds to the components."""
+
 
 @dataclass(frozen=True, slots=True)
 class RawMetadata:

@@ -112,9 +112,7 @@ async def delete_stream(
     return Response(status_code=204)
 
 
-@router.post(
-    STREAM + "/purge", status_code=204, summary="Purge a stream", response_class=Response
-)
+@router.post(STREAM + "/purge", status_code=204, summary="Purge a stream", response_class=Response)
 async def purge_stream(
     namespace: NamespacePath, stream: StreamPath, broker: BrokerDependency
 ) -> Response:

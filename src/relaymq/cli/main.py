@@ -1,0 +1,30 @@
+"""The ``relaymq`` command: a click group whose subcommands live one per module.
+
+To add a subcommand, write ``relaymq/cli/<name>.py`` exposing a click command
+and append it to :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import click
+
+from relaymq import __version__
+from relaymq.cli.serve import serve
+
+COMMANDS: tuple[click.Command, ...] = (serve,)
+"""Every subcommand of ``relaymq``."""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="relaymq")
+def relaymq() -> None:
+    """RelayMQ: durable queues, pub/sub topics and replayable event streams."""
+
+
+for command in COMMANDS:
+    relaymq.add_command(command)
+
+
+def main() -> None:
+    """Console-script entry point (``relaymq``)."""
+    relaymq()

@@ -1,0 +1,357 @@
+"""The WebSocket adapter over a real socket: a real server, the ``websockets`` client.
+
+Resources are created through the HTTP API (``api`` fixture, one namespace per
+test); everything else goes through WebSocket frames as a client would send them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.server.conftest import Api, RunningServer, start_server
+
+RECEIVE_TIMEOUT_SECONDS = 10
+
+
+def ws_url(server: RunningServer, namespace: str) -> str:
+    """The WebSocket URL of a namespace."""
+    return server.base_url.replace("http://", "ws://") + f"/v1/namespaces/{namespace}/ws"
+
+
+def create_stream(api: Api, name: str, partitions: int = 1) -> None:
+    """A stream capturing ``{name}.>``."""
+    body = {"name": name, "subjects": [f"{name}.>"], "partitions": partitions}
+    api.ok("POST", "/streams", 201, json=body)
+
+
+def create_subscription(api: Api, name: str, stream: str, **options: Any) -> None:
+    """A shared subscription on ``stream``."""
+    api.ok("POST", "/subscriptions", 201, json={"name": name, "stream": stream, **options})
+
+
+class Client:
+    """A WebSocket client speaking the protocol's frames as dicts."""
+
+    def __init__(self, websocket: ClientConnection) -> None:
+        self.websocket = websocket
+        self.backlog: list[dict[str, Any]] = []
+
+    async def send(self, frame: dict[str, Any], binary: bool = False) -> None:
+        """Send a frame as JSON text, or as msgpack binary."""
+        if binary:
+            await self.websocket.send(msgspec.msgpack.encode(frame))
+        else:
+            await self.websocket.send(json.dumps(frame))
+
+    async def receive(self) -> dict[str, Any]:
+        """The next frame from the socket (JSON or msgpack)."""
+        async with asyncio.timeout(RECEIVE_TIMEOUT_SECONDS):
+            data = await self.websocket.recv()
+        if isinstance(data, bytes):
+            return msgspec.msgpack.decode(data)
+        return json.loads(data)
+
+    async def next(self, op: str) -> dict[str, Any]:
+        """The next frame with ``op``; other frames wait in the backlog."""
+        for index, frame in enumerate(self.backlog):
+            if frame["op"] == op:
+                return self.backlog.pop(index)
+        while True:
+            frame = await self.receive()
+            if frame["op"] == op:
+                return frame
+            self.backlog.append(frame)
+
+    async def messages(self, sub: str, count: int) -> list[dict[str, Any]]:
+        """Exactly the next ``count`` delivered messages of ``sub``."""
+        received: list[dict[str, Any]] = []
+        while len(received) < count:
+            frame = await self.next("deliver")
+            assert frame["sub"] == sub
+            received.extend(frame["messages"])
+        assert len(received) == count, f"got {len(received)} messages, wanted {count}"
+        return received
+
+    async def quiet(self, seconds: float) -> list[dict[str, Any]]:
+        """Every frame that arrives within ``seconds`` (expected: none)."""
+        frames = list(self.backlog)
+        self.backlog.clear()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while True:
+                    frames.append(await self.receive())
+        return frames
+
+    async def publish(self, seq: int, subject: str, payload: str = "x") -> dict[str, Any]:
+        """Publish one message and wait for its confirm."""
+        frame = {
+            "op": "publish",
+            "seq": seq,
+            "messages": [{"subject": subject, "payload": payload}],
+        }
+        await self.send(frame)
+        confirm = await self.next("confirm")
+        assert confirm["seq"] == seq
+        return confirm
+
+
+@pytest.fixture
+async def client(running_server: RunningServer, api: Api) -> AsyncIterator[Client]:
+    """A WebSocket client on the test's namespace."""
+    async with connect(ws_url(running_server, api.namespace), max_size=None) as websocket:
+        yield Client(websocket)
+
+
+async def test_pipelined_publish_confirms_every_message(client: Client, api: Api) -> None:
+    create_stream(api, "orders", partitions=2)
+    count = 1_000
+    for seq in range(count):
+        message = {"subject": f"orders.{seq % 7}", "key": str(seq), "payload": f"m{seq}"}
+        await client.send({"op": "publish", "seq": seq, "messages": [message]})
+    confirms = [await client.next("confirm") for _ in range(count)]
+    assert sorted(confirm["seq"] for confirm in confirms) == list(range(count))
+    positions = {
+        (result["partition"], result["offset"])
+        for confirm in confirms
+        for result in confirm["results"]
+    }
+    assert len(positions) == count
+    stream = api.ok("GET", "/streams/orders")
+    assert stream["messages"] == count
+
+
+async def test_batch_publish_confirms_results_in_order(client: Client, api: Api) -> None:
+    create_stream(api, "orders")
+    messages = [{"subject": "orders.a", "payload": str(index)} for index in range(50)]
+    await client.send({"op": "publish", "seq": 1, "messages": messages})
+    confirm = await client.next("confirm")
+    assert [result["offset"] for result in confirm["results"]] == list(range(50))
+
+
+async def test_subscribe_receive_and_ack(client: Client, api: Api) -> None:
+    create_stream(api, "orders")
+    create_subscription(api, "work", "orders")
+    for seq in range(5):
+        await client.publish(seq, "orders.created", f"order {seq}")
+    await client.send(
+        {"op": "subscribe", "seq": 10, "sub": "s1", "subscription": "work", "credit": 10}
+    )
+    assert await client.next("result") == {"op": "result", "seq": 10, "sub": "s1"}
+    messages = await client.messages("s1", 5)
+    assert [message["payload"] for message in messages] == [f"order {n}" for n in range(5)]
+    assert all(message["delivery_count"] == 1 for message in messages)
+    receipts = [message["receipt"] for message in messages]
+    await client.send({"op": "ack", "seq": 11, "sub": "s1", "receipts": receipts})
+    result = await client.next("result")
+    assert result["seq"] == 11
+    assert [outcome["ok"] for outcome in result["results"]] == [True] * 5
+    subscription = api.ok("GET", "/subscriptions/work")
+    assert subscription["acked"] == 5
+
+
+async def test_nack_redelivers(client: Client, api: Api) -> None:
+    create_stream(api, "orders")
+    create_subscription(api, "work", "orders")
+    await client.publish(1, "orders.created")
+    await client.send({"op": "subscribe", "sub": "s1", "subscription": "work", "credit": 1})
+    [first] = await client.messages("s1", 1)
+    await client.send({"op": "nack", "sub": "s1", "receipts": [first["receipt"]], "delay_ms": 0})
+    [again] = await client.messages("s1", 1)
+    assert (again["offset"], again["delivery_count"]) == (first["offset"], 2)
+    assert again["receipt"] != first["receipt"]
+
+
+async def test_acking_twice_reports_the_failed_receipt(client: Client, api: Api) -> None:
+    create_stream(api, "orders")
+    create_subscription(api, "work", "orders")
+    await client.publish(1, "orders.created")
+    await client.send({"op": "subscribe", "sub": "s1", "subscription": "work", "credit": 1})
+    [message] = await client.messages("s1", 1)
+    ack = {"op": "ack", "sub": "s1", "receipts": [message["receipt"]]}
+    await client.send(ack)  # no seq, all fine: no result frame
+    await client.send(ack)  # no seq, but a receipt failed: a result frame
+    result = await client.next("result")
+    [outcome] = result["results"]
+    assert outcome["ok"] is False
+    assert outcome["code"] in {"receipt_not_found", "stale_receipt"}
+
+
+async def test_credit_is_the_most_unacked_messages(client: Client, api: Api) -> None:
+    create_stream(api, "orders")
+    create_subscription(api, "work", "orders")
+    messages = [{"subject": "orders.a", "payload": str(index)} for index in range(20)]
+    await client.send({"op": "publish", "seq": 1, "messages": messages})
+    await client.next("confirm")
+    await client.send({"op": "subscribe", "sub": "s1", "subscription": "work", "credit": 5})
+    first = await client.messages("s1", 5)
+    assert await client.quiet(0.5) == []
+    receipts = [message["receipt"] for message in first[:2]]
+    await client.send({"op": "ack", "sub": "s1", "receipts": receipts})
+    assert len(await client.messages("s1", 2)) == 2  # acking freed two units
+    assert await client.quiet(0.5) == []
+    await client.send({"op": "credit", "sub": "s1", "credit": 3, "seq": 2})
+    assert len(await client.messages("s1", 3)) == 3  # raising the credit allowed three more
+    assert await client.quiet(0.5) == [{"op": "result", "seq": 2, "sub": "s1"}]
+
+
+async def test_credit_above_the_limit_is_refused(client: Client, api: Api) -> None:
+    create_stream(api, "orders")
+    create_subscription(api, "work", "orders")
+    frame = {"op": "subscribe", "seq": 4, "sub": "s1", "subscription": "work", "credit": 10_001}
+    await client.send(frame)
+    error = await client.next("error")
+    assert (error["code"], error["seq"], error["sub"]) == ("limit_exceeded", 4, "s1")
+    await client.send({**frame, "credit": 10})
+    assert (await client.next("result"))["seq"] == 4
+    await client.send({"op": "credit", "seq": 5, "sub": "s1", "credit": 9_991})
+    assert (await client.next("error"))["code"] == "limit_exceeded"
+
+
+async def test_disconnect_hands_unacked_messages_to_another_consumer(
+    running_server: RunningServer, client: Client, api: Api
+) -> None:
+    create_stream(api, "orders")
+    create_subscription(api, "work", "orders", ack_timeout_ms=600_000)
+    await client.publish(1, "orders.created")
+    async with connect(ws_url(running_server, api.namespace)) as websocket:
+        leaver = Client(websocket)
+        await leaver.send({"op": "subscribe", "sub": "a", "subscription": "work", "credit": 5})
+        [taken] = await leaver.messages("a", 1)
+    await client.send({"op": "subscribe", "sub": "b", "subscription": "work", "credit": 5})
+    [again] = await client.messages("b", 1)  # long before the 10-minute lease ends
+    assert (again["offset"], again["delivery_count"]) == (taken["offset"], 2)
+
+
+async def test_unsubscribe_releases_and_stops_delivery(client: Client, api: Api) -> None:
+    create_stream(api, "orders")
+    create_subscription(api, "work", "orders")
+    await client.send({"op": "subscribe", "sub": "s1", "subscription": "work", "credit": 5})
+    await client.send({"op": "unsubscribe", "sub": "s1", "seq": 3})
+    assert (await client.next("result"))["seq"] == 3
+    await client.publish(1, "orders.created")
+    assert await client.quiet(0.5) == []
+    await client.send({"op": "ack", "seq": 4, "sub": "s1", "receipts": ["r"]})
+    assert (await client.next("error"))["code"] == "not_found"
+
+
+async def test_msgpack_frames_round_trip(client: Client, api: Api) -> None:
+    create_stream(api, "blobs")
+    create_subscription(api, "work", "blobs")
+    payload = bytes(range(256))
+    publish = {"op": "publish", "seq": 1, "messages": [{"subject": "blobs.x", "payload": payload}]}
+    await client.send(publish, binary=True)
+    confirm = await client.websocket.recv()
+    assert isinstance(confirm, bytes), "the confirm comes in the publish's encoding"
+    assert msgspec.msgpack.decode(confirm)["seq"] == 1
+    subscribe = {"op": "subscribe", "sub": "s1", "subscription": "work", "credit": 1}
+    await client.send(subscribe, binary=True)
+    deliver = await client.websocket.recv()
+    assert isinstance(deliver, bytes)
+    [message] = msgspec.msgpack.decode(deliver)["messages"]
+    assert message["payload"] == payload
+    assert "encoding" not in message
+
+
+async def test_binary_payload_in_json_is_base64(client: Client, api: Api) -> None:
+    create_stream(api, "blobs")
+    create_subscription(api, "work", "blobs")
+    message = {"subject": "blobs.x", "payload": "AP8=", "encoding": "base64"}
+    await client.send({"op": "publish", "seq": 1, "messages": [message]})
+    await client.next("confirm")
+    await client.send({"op": "subscribe", "sub": "s1", "subscription": "work", "credit": 1})
+    [delivered] = await client.messages("s1", 1)
+    assert (delivered["payload"], delivered["encoding"]) == ("AP8=", "base64")
+
+
+async def test_hello_pins_the_encoding(client: Client) -> None:
+    await client.send({"op": "hello", "seq": 1, "encoding": "msgpack"})
+    welcome = await client.websocket.recv()
+    assert isinstance(welcome, bytes)
+    decoded = msgspec.msgpack.decode(welcome)
+    assert decoded["op"] == "welcome"
+    assert decoded["limits"]["max_credit"] == 10_000
+    await client.send({"op": "ping", "seq": 2})  # a JSON frame, answered in msgpack
+    assert msgspec.msgpack.decode(await client.websocket.recv()) == {"op": "pong", "seq": 2}
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "invalid_argument"),
+        (b"\xc1\xff", "invalid_argument"),
+        ('{"op":"explode","seq":7}', "invalid_argument"),
+        ('{"op":"publish","seq":7}', "invalid_argument"),
+        ('{"op":"publish","seq":7,"messages":[{"subject":"nowhere.x"}]}', "no_stream_for_subject"),
+        ('{"op":"publish","seq":7,"messages":[{"subject":"bad..subject"}]}', "invalid_subject"),
+        ('{"op":"subscribe","seq":7,"sub":"s","subscription":"missing"}', "subscription_not_found"),
+        ('{"op":"ack","seq":7,"sub":"nope","receipts":["x"]}', "not_found"),
+    ],
+)
+async def test_bad_frames_get_error_frames(client: Client, frame: str | bytes, code: str) -> None:
+    await client.websocket.send(frame)
+    error = await client.next("error")
+    assert error["code"] == code, error
+    assert set(error) <= {"op", "code", "message", "details", "seq", "sub"}
+    if b"seq" in (frame if isinstance(frame, bytes) else frame.encode()):
+        assert error["seq"] == 7
+    await client.send({"op": "ping", "seq": 8})
+    assert await client.next("pong") == {"op": "pong", "seq": 8}
+
+
+async def test_oversize_frame_closes_1009_and_the_server_stays_up(
+    running_server: RunningServer, client: Client, api: Api
+) -> None:
+    await client.websocket.send("x" * (4 * 1024 * 1024 + 1))
+    with pytest.raises(ConnectionClosed):
+        await client.receive()
+    assert client.websocket.close_code == 1009
+    async with connect(ws_url(running_server, api.namespace)) as websocket:
+        again = Client(websocket)
+        await again.send({"op": "ping", "seq": 1})
+        assert await again.next("pong") == {"op": "pong", "seq": 1}
+
+
+async def test_unknown_namespace_is_refused(running_server: RunningServer) -> None:
+    async with connect(ws_url(running_server, "no-such-namespace")) as websocket:
+        client = Client(websocket)
+        error = await client.receive()
+        assert error["code"] == "namespace_not_found"
+        with pytest.raises(ConnectionClosed):
+            await client.receive()
+        assert websocket.close_code == 1008
+
+
+@pytest.fixture(scope="module")
+def impatient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server closing WebSockets after one silent second."""
+    running = start_server(Path(tmp_path_factory.mktemp("idle")), ws_idle_timeout_seconds=1)
+    yield running
+    running.stop()
+
+
+async def test_idle_connection_is_closed(impatient_server: RunningServer) -> None:
+    async with connect(ws_url(impatient_server, "default")) as websocket:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(5):
+                await websocket.recv()
+        assert websocket.close_code == 4408
+        assert 0.9 <= asyncio.get_running_loop().time() - started < 4
+
+
+async def test_pings_keep_a_connection_open(impatient_server: RunningServer) -> None:
+    async with connect(ws_url(impatient_server, "default")) as websocket:
+        client = Client(websocket)
+        for seq in range(8):  # 2.4 s, well past the 1 s idle timeout
+            await client.send({"op": "ping", "seq": seq})
+            assert await client.next("pong") == {"op": "pong", "seq": seq}
+            await asyncio.sleep(0.3)
