@@ -64,7 +64,7 @@ def offsets(deliveries) -> list[int]:
     return [delivery.message.offset for delivery in deliveries]
 
 
-# -- acked ranges ----------------------------------------------------------------------------
+# -- acked ranges ---------------------------------------------------------------------------------
 
 
 def test_ranges_in_order_adds_only_move_the_floor():
@@ -121,7 +121,7 @@ def test_ranges_match_a_plain_set(added):
         previous_end = end
 
 
-# -- backoff ----------------------------------------------------------------------------------
+# -- backoff --------------------------------------------------------------------------------------
 
 
 def test_backoff_grows_exponentially_and_caps():
@@ -208,7 +208,7 @@ def test_lease_ids_differ_across_restarts():
     restarted.ack(new.receipt, 0)
 
 
-# -- the window ---------------------------------------------------------------------------------------
+# -- the window -----------------------------------------------------------------------------------
 
 
 def test_window_bounds_what_offer_accepts():
@@ -258,7 +258,7 @@ def test_skip_to_drops_what_is_below():
     assert cursor.in_flight_of("c") == 0
 
 
-# -- take: priority, delay, expiry ----------------------------------------------------------------------
+# -- take: priority, delay, expiry ----------------------------------------------------------------
 
 
 def test_take_prefers_priority_then_offset():
@@ -322,7 +322,7 @@ def test_in_flight_message_may_be_acked_after_ttl_but_not_redelivered():
     assert dead is not None and dead.reason == "expired"
 
 
-# -- ack, nack, extend, term ---------------------------------------------------------------------------------
+# -- ack, nack, extend, term ----------------------------------------------------------------------
 
 
 def test_ack_is_done_and_second_ack_not_found():
@@ -486,7 +486,7 @@ def test_release_redelivers_now_keeping_count():
     assert cursor.in_flight_of("gone") == 0
 
 
-# -- key_ordered ----------------------------------------------------------------------------------------------
+# -- key_ordered ----------------------------------------------------------------------------------
 
 
 def keyed(keys: str, start: int = 0, **fields) -> list[Message]:
@@ -557,7 +557,7 @@ def test_key_ordered_expired_middle_message_is_skipped():
     assert offsets(cursor.take("c", 10, 10)) == [2]
 
 
-# -- ordered ------------------------------------------------------------------------------------------------------
+# -- ordered --------------------------------------------------------------------------------------
 
 
 def test_ordered_delivers_by_offset_ignoring_priority():
@@ -618,7 +618,7 @@ def test_ordered_lease_expiry_rewinds():
 def test_ordered_max_deliveries_dead_letters_and_moves_on():
     cursor = make_cursor(DeliveryMode.ORDERED, max_deliveries=1)
     cursor.offer(messages(3))
-    first, second = cursor.take("c", 2, 0)
+    first, _ = cursor.take("c", 2, 0)
     dead = cursor.nack(first.receipt, 0, error="nope")
     assert dead is not None and dead.reason == "max_deliveries" and dead.last_error == "nope"
     redelivered = cursor.take("c", 10, 0)
@@ -674,7 +674,7 @@ def test_ordered_release_rewinds():
     assert offsets(cursor.take("b", 10, 0)) == [0, 1]
 
 
-# -- checkpoints ----------------------------------------------------------------------------------------------------
+# -- checkpoints ----------------------------------------------------------------------------------
 
 
 def test_checkpoint_round_trips_through_bytes():
@@ -720,7 +720,9 @@ def test_restore_dead_letters_a_message_that_exhausted_its_deliveries():
 
 def test_stats_report_the_window():
     cursor = make_cursor()
-    cursor.offer([Message(subject="s", partition=0, offset=o, timestamp_ms=100 + o) for o in range(3)])
+    cursor.offer(
+        [Message(subject="s", partition=0, offset=o, timestamp_ms=100 + o) for o in range(3)]
+    )
     delivery = cursor.take("c", 1, 0)[0]
     stats = cursor.stats()
     assert (stats.pending, stats.in_flight, stats.read_offset) == (2, 1, 3)

@@ -197,7 +197,7 @@ def test_binary_publish_with_metadata_in_headers(api: Api) -> None:
 
 def test_json_and_base64_payloads(api: Api) -> None:
     create_queue(api, "formats")
-    encoded = base64.b64encode(b"\x00\x01binary").decode()
+    encoded = base64.b64encode(b"\xff\xfebinary").decode()
     body = {
         "messages": [
             {"payload_json": {"order": 7, "items": ["tea"]}},

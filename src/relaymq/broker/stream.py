@@ -238,7 +238,8 @@ class StreamHandle:
         results: list[PublishResult | None],
         now_ms: int,
     ) -> None:
-        await self.logs[partition].append([message for _, message in batch])
+        appended = [message for _, message in batch]
+        await self.logs[partition].append(appended)
         name = self.name
         payload_bytes = 0
         for index, message in batch:
@@ -250,7 +251,7 @@ class StreamHandle:
         self.published_bytes += payload_bytes
         self.signal.notify()
         for subscription in self.subscriptions.values():
-            subscription.on_append(partition)
+            subscription.on_append(partition, appended)
 
     def _check_capacity(self, partition: int, batch: list[tuple[int, Message]]) -> None:
         """Under ``discard=new`` a full stream rejects publishes instead of dropping old data."""

@@ -26,6 +26,7 @@ from relaymq.core.cursor import (
     PartitionCursor,
 )
 from relaymq.core.dispatch import SubscriptionDispatcher
+from relaymq.core.message import Message
 from relaymq.core.subjects import SubjectFilter
 from relaymq.errors import RelayError
 
@@ -36,6 +37,9 @@ Result = TypeVar("Result")
 READ_BATCH_BYTES = 4 * 1024 * 1024
 # Read-ahead: a fill reads at least this many messages when a partition has more.
 READ_AHEAD_MESSAGES = 512
+# A caught-up cursor takes new messages straight from an append while it holds fewer
+# than this many ready ones; beyond that, fetches read them from the log on demand.
+TAIL_OFFER_MESSAGES = 2_048
 
 
 def cursor_policy(config: SubscriptionConfig, settings: BrokerSettings) -> CursorPolicy:
@@ -127,8 +131,17 @@ class SubscriptionHandle:
         self.config = config
         self.dispatcher.update_policy(cursor_policy(config, self.settings))
 
-    def on_append(self, partition: int) -> None:
-        """The stream grew: wake fetchers waiting for messages."""
+    def on_append(self, partition: int, messages: list[Message]) -> None:
+        """The stream grew: hand the new messages straight to a caught-up cursor (no
+        store read, no decode), and wake fetchers waiting for messages."""
+        cursor = self.dispatcher.cursors[partition]
+        if (
+            cursor.read_offset == messages[0].offset
+            and cursor.available() < TAIL_OFFER_MESSAGES
+            and cursor.room() >= len(messages)
+            and not self._fill_lock.locked()
+        ):
+            cursor.offer(messages)
         self.signal.notify()
 
     # -- consuming ---------------------------------------------------------------------

@@ -257,8 +257,9 @@ class PartitionCursor:
         self._lease_base = (lease_nonce & _NONCE_MASK) << _LEASE_COUNTER_BITS
         self._lease_counter = 0
         self._receipt_prefix = f"{partition:x}."
-        self._ordered = policy.mode is DeliveryMode.ORDERED
-        self._key_ordered = policy.mode is DeliveryMode.KEY_ORDERED
+        # == rather than `is`: a plain "ordered" string must not silently mean shared.
+        self._ordered = policy.mode == DeliveryMode.ORDERED
+        self._key_ordered = policy.mode == DeliveryMode.KEY_ORDERED
         self._restored_counts: dict[int, int] = {}
         if checkpoint is None:
             self._done = AckedRanges(start_offset)
@@ -311,7 +312,7 @@ class PartitionCursor:
 
     def update_policy(self, policy: CursorPolicy) -> None:
         """Apply new timeouts, retry limit, backoff or window; leases in flight keep theirs."""
-        if policy.mode is not self._policy.mode:
+        if policy.mode != self._policy.mode:
             raise InvalidArgument("the delivery mode of a cursor cannot change")
         self._policy = policy
 
@@ -320,7 +321,15 @@ class PartitionCursor:
         return max(0, self._policy.window_messages - len(self._entries))
 
     def available(self) -> int:
-        """Roughly how many held messages could be delivered now (not scheduled)."""
+        """About how many held messages could be delivered now.
+
+        Key-ordered mode counts only the heads of keys, so messages queued behind a
+        failing key do not stop the broker from reading further ahead.
+        """
+        if not self._ordered:
+            return len(self._ready)  # may include a few items gone stale meanwhile
+        if self._paused_until_ms is not None:
+            return 0
         return max(0, self._pending() - len(self._scheduled))
 
     def _pending(self) -> int:

@@ -47,7 +47,7 @@ class SubscriptionDispatcher:
     ) -> None:
         if consumer_timeout_ms <= 0:
             raise InvalidArgument("consumer_timeout_ms must be positive")
-        if any(cursor.mode is not policy.mode for cursor in cursors.values()):
+        if any(cursor.mode != policy.mode for cursor in cursors.values()):
             raise InvalidArgument("every cursor must use the subscription's delivery mode")
         self.policy = policy
         self.cursors: dict[int, PartitionCursor] = dict(cursors)
@@ -59,7 +59,7 @@ class SubscriptionDispatcher:
 
     @property
     def _ordered(self) -> bool:
-        return self.policy.mode is DeliveryMode.ORDERED
+        return self.policy.mode == DeliveryMode.ORDERED
 
     def update_policy(self, policy: CursorPolicy) -> None:
         """Apply a new policy to every cursor (the mode cannot change)."""

@@ -36,7 +36,8 @@ def decode_cursor(cursor: str) -> str:
     """The name a cursor continues after; :class:`InvalidArgument` if it is not ours."""
     padded = cursor + "=" * (-len(cursor) % 4)
     try:
-        return base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+        raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+        return raw.decode("utf-8")
     except (binascii.Error, UnicodeError, ValueError) as error:
         raise InvalidArgument("invalid pagination cursor", cursor=cursor[:100]) from error
 

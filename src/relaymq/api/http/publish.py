@@ -10,6 +10,7 @@ application/octet-stream``, one raw payload whose metadata travels in
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -110,11 +111,22 @@ async def messages_from_request(
         return [raw_message(request, metadata, body, default_subject)]
     try:
         parsed = PUBLISH_BODY.validate_python(parse_json(body))
+    except json.JSONDecodeError as error:
+        raise RequestValidationError([json_problem(error)]) from error
     except ValidationError as error:
         raise RequestValidationError(prefix_body(error.errors(include_url=False))) from error
     items = parsed.messages if isinstance(parsed, PublishBatch) else [parsed]
     timestamp_ms = now_ms()
     return [item.to_message(default_subject, timestamp_ms) for item in items]
+
+
+def json_problem(error: json.JSONDecodeError) -> dict[str, Any]:
+    """A body that is not JSON, reported the way FastAPI reports it."""
+    return {
+        "type": "json_invalid",
+        "loc": ("body", error.pos),
+        "msg": f"JSON decode error: {error.msg}",
+    }
 
 
 def prefix_body(problems: list[Any]) -> list[dict[str, Any]]:

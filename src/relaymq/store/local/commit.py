@@ -7,9 +7,13 @@ This module owns the fsync thread and the policy of :class:`FsyncPolicy`:
   dirty files once (and their directory when a segment was created), in one
   worker thread, while appends that arrive meanwhile queue for the pass after.
   So N concurrent appends cost about two fsyncs, not N.
-* ``always``: every append runs a pass of its own (passes still run one at a
-  time on the same thread, in call order).
+* ``always``: every append runs a pass of its own; passes of one partition
+  run one at a time, in call order, those of different partitions in parallel.
 * ``never``: nothing here is called on the append path; ``close`` syncs.
+
+A pass spreads its partitions over up to ``PARALLEL_FSYNCS`` threads: fsyncs
+of different files overlap on the device, so one pass over many partitions
+costs little more than one over a single partition.
 
 The partition side of a pass is :class:`Syncable`: ``prepare_sync`` (event loop,
 snapshot what is written and pin the files), ``run_sync`` (worker thread,
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -27,6 +32,7 @@ from typing import Any, Protocol
 from relaymq.store.base import FsyncPolicy
 
 FsyncObserver = Callable[[float], None]
+PARALLEL_FSYNCS = 8
 
 
 class Syncable(Protocol):
@@ -51,7 +57,13 @@ class GroupCommitter:
     def __init__(self, policy: FsyncPolicy, observer: FsyncObserver | None = None) -> None:
         self.policy = policy
         self._observer = observer
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relaymq-fsync")
+        self._executor = ThreadPoolExecutor(
+            max_workers=PARALLEL_FSYNCS, thread_name_prefix="relaymq-fsync"
+        )
+        # Under ``always`` one partition's passes must not overlap (see finish_sync).
+        self._log_locks: weakref.WeakKeyDictionary[Syncable, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
         self._waiting: dict[Syncable, None] = {}
         self._next_pass: asyncio.Future[dict[Syncable, BaseException | None]] | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -65,7 +77,7 @@ class GroupCommitter:
         """
         if self.policy is FsyncPolicy.ALWAYS:
             # Shielded so a cancelled append still lets its pass finish and unpin files.
-            pass_task = asyncio.get_running_loop().create_task(self._run_pass([log]))
+            pass_task = asyncio.get_running_loop().create_task(self._run_locked_pass(log))
             results = await asyncio.shield(pass_task)
         else:
             results = await asyncio.shield(self._join_next_pass(log))
@@ -74,12 +86,20 @@ class GroupCommitter:
             raise error
 
     async def sync_now(self, logs: list[Syncable]) -> None:
-        """One pass over ``logs`` whatever the policy (close and shutdown use it)."""
-        pass_task = asyncio.get_running_loop().create_task(self._run_pass(logs))
-        results = await asyncio.shield(pass_task)
-        for error in results.values():
+        """One pass over ``logs`` whatever the policy (close and shutdown use it), after
+        the pass already running, so passes of one partition never overlap."""
+        for log in logs:
+            pass_task = asyncio.get_running_loop().create_task(self._run_locked_pass(log))
+            error = (await asyncio.shield(pass_task)).get(log)
             if error is not None:
                 raise error
+
+    async def _run_locked_pass(self, log: Syncable) -> dict[Syncable, BaseException | None]:
+        lock = self._log_locks.setdefault(log, asyncio.Lock())
+        async with lock:
+            while self._runner is not None and not self._runner.done():
+                await asyncio.shield(self._runner)
+            return await self._run_pass([log])
 
     def _join_next_pass(
         self, log: Syncable
@@ -110,7 +130,18 @@ class GroupCommitter:
         jobs = [log.prepare_sync() for log in logs]
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        errors = await loop.run_in_executor(self._executor, _sync_all, logs, jobs)
+        groups = min(len(logs), PARALLEL_FSYNCS)
+        group_errors = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    self._executor, _sync_all, logs[group::groups], jobs[group::groups]
+                )
+                for group in range(groups)
+            )
+        )
+        errors: list[OSError | None] = [None] * len(logs)
+        for group, found in enumerate(group_errors):
+            errors[group::groups] = found
         self.passes += 1
         if self._observer is not None:
             self._observer(time.perf_counter() - started)
