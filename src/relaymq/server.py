@@ -2,8 +2,10 @@
 
 Start-up: open the broker (recovering the store), build the app, listen.
 Shutdown (SIGTERM or SIGINT, or :meth:`Server.request_shutdown`): uvicorn stops
-accepting connections and waits up to ``shutdown_timeout_seconds`` for open
-requests, then the broker is closed, which flushes, fsyncs and checkpoints.
+accepting connections, open long-polls return empty at once (see
+:mod:`relaymq.api.http.draining`), other requests get up to
+``shutdown_timeout_seconds`` to finish, then the broker is closed, which
+flushes, fsyncs and checkpoints.
 The process then exits with status 0.
 """
 
@@ -22,6 +24,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from relaymq.api.app import create_app
+from relaymq.api.http.draining import begin_draining
 from relaymq.broker import Broker
 from relaymq.config import Settings
 from relaymq.logging import configure_logging
@@ -29,6 +32,20 @@ from relaymq.logging import configure_logging
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class DrainingUvicorn(uvicorn.Server):
+    """Uvicorn that releases the app's long-polls the moment shutdown begins, so
+    they end with an empty answer instead of holding the shutdown up."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Release long-polls, then shut down as uvicorn does."""
+        begin_draining(self.app)
+        await super().shutdown(sockets)
 
 
 class Server:
@@ -46,7 +63,7 @@ class Server:
         broker = await Broker.open(self.settings.broker_settings())
         try:
             self.app = create_app(broker, self.settings)
-            self._uvicorn = uvicorn.Server(self.uvicorn_config(self.app))
+            self._uvicorn = DrainingUvicorn(self.uvicorn_config(self.app), self.app)
             if self._shutdown_requested:
                 return
             await self._serve_until_stopped(sockets)

@@ -739,3 +739,40 @@ def test_update_policy_cannot_change_mode():
     assert cursor.take("c", 1, 0)[0].deadline_ms == 5
     with pytest.raises(InvalidArgument):
         cursor.update_policy(CursorPolicy(mode=DeliveryMode.ORDERED))
+
+
+def test_available_counts_only_what_could_go_out_now():
+    cursor = make_cursor(DeliveryMode.KEY_ORDERED)
+    cursor.offer(keyed("AAAAB") + keyed("C", start=5, deliver_at_ms=100))
+    assert cursor.available() == 2  # the heads of A and B; C is delayed
+    ordered = make_cursor(DeliveryMode.ORDERED)
+    ordered.offer(messages(3))
+    assert ordered.available() == 3
+    ordered.nack(ordered.take("c", 1, 0)[0].receipt, 0)
+    assert ordered.available() == 0  # paused for the backoff
+
+
+def test_next_wakeup_is_none_when_nothing_is_pending():
+    cursor = make_cursor()
+    assert cursor.next_wakeup_ms() is None
+    cursor.offer(messages(1))
+    assert cursor.next_wakeup_ms() is None
+    cursor.ack(cursor.take("c", 1, 0)[0].receipt, 0)
+    assert cursor.next_wakeup_ms() is None
+
+
+def test_plain_string_mode_is_understood():
+    cursor = make_cursor("ordered")  # e.g. straight from a decoded config
+    with pytest.raises(InvalidArgument):
+        cursor.update_policy(CursorPolicy(mode=DeliveryMode.SHARED))
+    cursor.seek(0)
+
+
+def test_settled_leases_do_not_pile_up_in_the_deadline_heap():
+    cursor = make_cursor(window_messages=10_000)
+    cursor.offer(messages(5_000))
+    for _ in range(50):
+        for delivery in cursor.take("c", 100, 0):
+            cursor.ack(delivery.receipt, 0)
+    assert cursor.ack_floor == 5_000
+    assert len(cursor._deadlines) <= 1_025  # white box: compaction bounds memory

@@ -69,6 +69,7 @@ class CursorMachine(RuleBasedStateMachine):
         self.logs: list[list[Message]] = [[] for _ in range(PARTITIONS)]
         self.done: list[set[int]] = [set() for _ in range(PARTITIONS)]
         self.skipped: list[set[int]] = [set() for _ in range(PARTITIONS)]
+        self.sought_past: list[set[int]] = [set() for _ in range(PARTITIONS)]  # seek skipped
         self.receipts: list[str] = []
         self.latest: dict[tuple[int, int], str] = {}
         self.dispatcher = self._build({})
@@ -283,7 +284,7 @@ class CursorMachine(RuleBasedStateMachine):
     def cursors_agree_with_the_model(self):
         for partition, cursor in self.dispatcher.cursors.items():
             end = len(self.logs[partition])
-            expected = self.done[partition] | self.skipped[partition]
+            expected = self.done[partition] | self.skipped[partition] | self.sought_past[partition]
             assert done_offsets(cursor.checkpoint(), end) == expected
             assert cursor.read_offset <= end
 
@@ -306,6 +307,7 @@ class CursorMachine(RuleBasedStateMachine):
                 settled = (
                     self.done[partition]
                     | self.skipped[partition]
+                    | self.sought_past[partition]
                     | self._dead_pending_offsets(partition)
                 )
                 expected = [
@@ -334,8 +336,9 @@ class CursorMachine(RuleBasedStateMachine):
                 self.ack(len(self.receipts) - 1 - self.receipts.index(delivery.receipt), True)
         for partition in range(PARTITIONS):
             everything = set(range(len(self.logs[partition])))
-            assert self.done[partition] | self.skipped[partition] == everything
-            assert not self.done[partition] & self.skipped[partition]
+            done, skipped = self.done[partition], self.skipped[partition]
+            assert done | skipped | self.sought_past[partition] == everything
+            assert not done & skipped
 
 
 class SharedMachine(CursorMachine):
@@ -349,9 +352,19 @@ class KeyOrderedMachine(CursorMachine):
 class OrderedMachine(CursorMachine):
     mode = DeliveryMode.ORDERED
 
+    @rule(partition=st.integers(0, PARTITIONS - 1), position=st.integers(0, 10**6))
+    def seek(self, partition, position):
+        """Replay (or skip ahead): offsets from the target on are no longer settled."""
+        offset = position % (len(self.logs[partition]) + 1)
+        self.dispatcher.cursors[partition].seek(offset)
+        for settled in (self.done, self.skipped, self.sought_past):
+            settled[partition] = {o for o in settled[partition] if o < offset}
+        passed = set(range(offset)) - self.done[partition] - self.skipped[partition]
+        self.sought_past[partition] |= passed
+
 
 MACHINE_SETTINGS = settings(
-    max_examples=150,
+    max_examples=200,
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

@@ -90,6 +90,8 @@ def test_settle_routes_by_partition():
         dispatcher.ack("9.0.1", 0)
     with pytest.raises(InvalidReceipt):
         dispatcher.ack("nonsense", 0)
+    with pytest.raises(InvalidReceipt):
+        dispatcher.ack("0.zz.1", 0)  # a known partition prefix, garbage after it
 
 
 def test_nack_extend_term_and_confirm_through_dispatcher():

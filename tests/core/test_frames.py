@@ -185,3 +185,11 @@ def test_deliver_frame_is_text_or_base64_in_json() -> None:
         ("hé", "utf-8"),
         ("/w==", "base64"),
     ]
+
+
+@given(st.text(max_size=64), st.integers(1, 300))
+def test_frame_size_is_exact_whenever_it_decides(text: str, limit_bytes: int) -> None:
+    exact = len(text.encode("utf-8", "surrogatepass"))
+    size = frames.frame_size_bytes(text, limit_bytes)
+    assert (size > limit_bytes) == (exact > limit_bytes)
+    assert frames.frame_size_bytes(b"abc", 1) == 3

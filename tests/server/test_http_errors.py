@@ -44,7 +44,9 @@ def test_missing_resources_are_404(api: Api, http: httpx.Client) -> None:
     body = {"subject": "nobody.listens", "payload": "x"}
     expect_error(api.post("/publish", json=body), 404, "no_stream_for_subject")
     api.ok("POST", "/streams", 201, json={"name": "one"})
-    expect_error(api.get("/streams/one/messages", params={"partition": 5}), 404, "partition_not_found")
+    expect_error(
+        api.get("/streams/one/messages", params={"partition": 5}), 404, "partition_not_found"
+    )
     expect_error(api.get("/topics/one"), 404, "not_found")
     expect_error(api.get("/queues/one"), 404, "not_found")
     expect_error(api.get("/subscriptions/ghost/dead-letters"), 404, "subscription_not_found")
@@ -73,7 +75,9 @@ def test_request_body_over_the_limit_by_content_length(api: Api) -> None:
     api.ok("POST", "/queues", 201, json={"name": "big", "dead_letter": False})
     body = b"x" * (300 * KIBIBYTE)
     headers = {"Content-Type": "application/octet-stream"}
-    error = expect_error(api.post("/queues/big/messages", content=body, headers=headers), 413, "request_too_large")
+    error = expect_error(
+        api.post("/queues/big/messages", content=body, headers=headers), 413, "request_too_large"
+    )
     assert error["details"]["limit"] == "max_request_bytes"
 
 
@@ -126,7 +130,11 @@ def test_malformed_json_is_422(api: Api) -> None:
 
 
 def test_schema_violation_is_422(api: Api) -> None:
-    schema = {"type": "object", "required": ["amount"], "properties": {"amount": {"type": "number"}}}
+    schema = {
+        "type": "object",
+        "required": ["amount"],
+        "properties": {"amount": {"type": "number"}},
+    }
     api.ok("POST", "/streams", 201, json={"name": "payments", "json_schema": schema})
     api.ok("POST", "/streams/payments/messages", json={"payload_json": {"amount": 5}})
     body = {"payload_json": {"amount": "five"}}
@@ -138,12 +146,18 @@ def test_schema_violation_is_422(api: Api) -> None:
 
 def test_invalid_arguments_are_400(api: Api, http: httpx.Client) -> None:
     api.ok("POST", "/streams", 201, json={"name": "events", "subjects": ["events.>"]})
-    expect_error(api.post("/publish", json={"subject": "bad subject", "payload": "x"}), 400, "invalid_subject")
+    expect_error(
+        api.post("/publish", json={"subject": "bad subject", "payload": "x"}),
+        400,
+        "invalid_subject",
+    )
     expect_error(api.post("/publish", json={"subject": "a..b"}), 400, "invalid_subject")
     expect_error(api.post("/publish", json={"payload": "no subject"}), 400, "invalid_subject")
     expect_error(api.post("/streams", json={"name": "bad name!"}), 400, "invalid_name")
     expect_error(http.post("/v1/namespaces", json={"name": "-dash"}), 400, "invalid_name")
-    expect_error(api.post("/streams", json={"name": "x", "subjects": ["a.>.b"]}), 400, "invalid_subject")
+    expect_error(
+        api.post("/streams", json={"name": "x", "subjects": ["a.>.b"]}), 400, "invalid_subject"
+    )
     expect_error(api.get("/streams", params={"cursor": "%%%"}), 400, "invalid_argument")
     api.ok("POST", "/streams", 201, json={"name": "other"})
     body = {"subject": "other", "payload": "x"}
@@ -154,7 +168,9 @@ def test_invalid_arguments_are_400(api: Api, http: httpx.Client) -> None:
 
 def test_limits_on_waiting_and_fetching_are_400(api: Api) -> None:
     api.ok("POST", "/queues", 201, json={"name": "capped", "dead_letter": False})
-    error = expect_error(api.post("/queues/capped/fetch", json={"wait_ms": 10_001}), 400, "invalid_argument")
+    error = expect_error(
+        api.post("/queues/capped/fetch", json={"wait_ms": 10_001}), 400, "invalid_argument"
+    )
     assert error["details"]["limit"] == "max_wait_ms"
     body = {"max_messages": 501}
     error = expect_error(api.post("/queues/capped/fetch", json=body), 400, "invalid_argument")
@@ -174,7 +190,9 @@ def test_seek_needs_an_ordered_subscription(api: Api) -> None:
 def test_raw_publish_with_bad_metadata_headers(api: Api) -> None:
     api.ok("POST", "/queues", 201, json={"name": "raw", "dead_letter": False})
     headers = {"Content-Type": "application/octet-stream", "RelayMQ-Delay-Ms": "soon"}
-    expect_error(api.post("/queues/raw/messages", content=b"x", headers=headers), 422, "invalid_request")
+    expect_error(
+        api.post("/queues/raw/messages", content=b"x", headers=headers), 422, "invalid_request"
+    )
     headers = {"Content-Type": "application/octet-stream", "RelayMQ-Subject": "raw.>"}
     expect_error(api.post("/publish", content=b"x", headers=headers), 400, "invalid_subject")
 
@@ -192,7 +210,9 @@ def all_error_classes() -> list[type[errors.RelayError]]:
 
 
 @pytest.mark.parametrize("error_class", all_error_classes(), ids=lambda cls: cls.__name__)
-def test_every_error_class_maps_to_a_4xx_or_503_or_507(error_class: type[errors.RelayError]) -> None:
+def test_every_error_class_maps_to_a_4xx_or_503_or_507(
+    error_class: type[errors.RelayError],
+) -> None:
     status = status_for(error_class("x"))
     assert 400 <= status < 500 or status in {503, 507}
 

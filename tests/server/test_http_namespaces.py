@@ -44,17 +44,20 @@ def test_health_probes(http: httpx.Client) -> None:
 
 def test_openapi_documents_every_route(http: httpx.Client) -> None:
     document = expect(http.get("/openapi.json"), 200)
-    operations = [
-        operation for path in document["paths"].values() for operation in path.values()
-    ]
+    operations = [operation for path in document["paths"].values() for operation in path.values()]
     assert len(operations) >= 45
     for operation in operations:
         assert operation.get("summary"), operation
-        assert "200" in operation["responses"] or "201" in operation["responses"] or (
-            "204" in operation["responses"]
+        assert (
+            "200" in operation["responses"]
+            or "201" in operation["responses"]
+            or ("204" in operation["responses"])
         )
     publish = document["paths"]["/v1/namespaces/{namespace}/publish"]["post"]
-    assert set(publish["requestBody"]["content"]) == {"application/json", "application/octet-stream"}
+    assert set(publish["requestBody"]["content"]) == {
+        "application/json",
+        "application/octet-stream",
+    }
     assert publish["responses"]["413"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorBody"
     }

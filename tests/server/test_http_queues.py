@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from pathlib import Path
 
 import httpx
 
-from tests.server.conftest import Api, RunningServer, expect
+from tests.server.conftest import Api, RunningServer, expect, start_server
 
 NO_BACKOFF = {"initial_ms": 0, "max_ms": 0, "multiplier": 1.0, "jitter": 0.0}
 
@@ -68,7 +69,12 @@ def test_nack_redelivers_with_a_higher_delivery_count(api: Api) -> None:
     send(api, "jobs", "work")
     [message] = fetch(api, "jobs")
     [outcome] = settle(api, "jobs", "nack", [message["receipt"]], delay_ms=0, error="boom")
-    assert outcome == {"receipt": message["receipt"], "ok": True, "error": None, "deadline_ms": None}
+    assert outcome == {
+        "receipt": message["receipt"],
+        "ok": True,
+        "error": None,
+        "deadline_ms": None,
+    }
 
     [again] = fetch(api, "jobs", wait_ms=2_000)
     assert again["payload"] == "work"
@@ -252,3 +258,23 @@ async def test_long_poll_wakes_up_on_publish(running_server: RunningServer, api:
     [message] = expect(response, 200)["messages"]
     assert message["payload"] == "ping"
     assert elapsed_seconds < 2.5
+
+
+async def test_shutdown_releases_long_polls_at_once(tmp_path: Path) -> None:
+    running = start_server(tmp_path / "data")
+    prefix = f"{running.base_url}/v1/namespaces/default/queues/idle"
+    async with httpx.AsyncClient(timeout=30) as client:
+        expect(
+            await client.post(
+                f"{running.base_url}/v1/namespaces/default/queues", json={"name": "idle"}
+            ),
+            201,
+        )
+        waiting = asyncio.create_task(client.post(f"{prefix}/fetch", json={"wait_ms": 10_000}))
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        await asyncio.to_thread(running.stop)
+        response = await waiting
+    assert time.monotonic() - started < 3
+    assert expect(response, 200) == {"messages": []}
+    assert running.unexpected_errors == 0

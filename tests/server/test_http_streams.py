@@ -38,7 +38,9 @@ def test_stream_lifecycle(api: Api) -> None:
     assert partition["messages"] == 1
     assert partition["last_offset"] == result["offset"]
 
-    patched = api.ok("PATCH", "/streams/orders", json={"description": "changed", "max_age_ms": 60_000})
+    patched = api.ok(
+        "PATCH", "/streams/orders", json={"description": "changed", "max_age_ms": 60_000}
+    )
     assert patched["config"]["description"] == "changed"
     assert patched["config"]["max_age_ms"] == 60_000
 
@@ -146,7 +148,9 @@ def test_subscription_lifecycle_and_stats(api: Api) -> None:
 
 def test_namespace_stats(api: Api) -> None:
     api.ok("POST", "/queues", 201, json={"name": "tasks", "dead_letter": False})
-    api.ok("POST", "/queues/tasks/messages", json={"messages": [{"payload": "a"}, {"payload": "b"}]})
+    api.ok(
+        "POST", "/queues/tasks/messages", json={"messages": [{"payload": "a"}, {"payload": "b"}]}
+    )
     stats = api.ok("GET", "/stats")
     assert stats["namespace"] == api.namespace
     assert stats["streams"] == 1

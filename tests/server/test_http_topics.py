@@ -21,7 +21,9 @@ def test_fan_out_gives_every_subscription_every_message(api: Api) -> None:
     for name in ("billing", "audit"):
         api.ok("POST", "/topics/events/subscriptions", 201, json={"name": name})
 
-    messages = [{"subject": f"events.order.{number}", "payload": f"e{number}"} for number in range(3)]
+    messages = [
+        {"subject": f"events.order.{number}", "payload": f"e{number}"} for number in range(3)
+    ]
     results = api.ok("POST", "/publish", json={"messages": messages})["results"]
     assert [result["stream"] for result in results] == ["events"] * 3
 

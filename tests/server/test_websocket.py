@@ -355,3 +355,36 @@ async def test_pings_keep_a_connection_open(impatient_server: RunningServer) -> 
             await client.send({"op": "ping", "seq": seq})
             assert await client.next("pong") == {"op": "pong", "seq": seq}
             await asyncio.sleep(0.3)
+
+
+async def test_extend_and_term_report_per_receipt(client: Client, api: Api) -> None:
+    create_stream(api, "orders")
+    create_subscription(api, "work", "orders")
+    await client.publish(1, "orders.created")
+    await client.send({"op": "subscribe", "sub": "s1", "subscription": "work", "credit": 1})
+    [message] = await client.messages("s1", 1)
+    receipts = [message["receipt"], "not-a-receipt"]
+    await client.send(
+        {"op": "extend", "seq": 2, "sub": "s1", "receipts": receipts, "extend_ms": 60_000}
+    )
+    extended, invalid = (await client.next("result"))["results"]
+    assert extended["ok"] is True
+    assert extended["deadline_ms"] > message["lease_deadline_ms"]
+    assert (invalid["ok"], invalid["code"]) == (False, "invalid_receipt")
+    await client.send({"op": "term", "seq": 3, "sub": "s1", "receipts": receipts[:1]})
+    assert (await client.next("result"))["results"] == [{"receipt": receipts[0], "ok": True}]
+    assert api.ok("GET", "/subscriptions/work")["dead_lettered"] == 1
+
+
+async def test_deleting_the_subscription_ends_the_sub(client: Client, api: Api) -> None:
+    create_stream(api, "orders")
+    create_subscription(api, "work", "orders")
+    await client.send(
+        {"op": "subscribe", "seq": 1, "sub": "s1", "subscription": "work", "credit": 5}
+    )
+    await client.next("result")
+    api.ok("DELETE", "/subscriptions/work", 204)
+    error = await client.next("error")
+    assert (error["code"], error["sub"]) == ("subscription_not_found", "s1")
+    await client.send({"op": "credit", "sub": "s1", "credit": 1, "seq": 2})
+    assert (await client.next("error"))["code"] == "not_found"

@@ -27,6 +27,7 @@ from relaymq.api.http import (
     subscriptions,
     topics,
 )
+from relaymq.api.http.draining import install_draining
 from relaymq.api.http.errors import install_error_handlers
 from relaymq.api.http.limits import BodySizeLimit
 from relaymq.broker import Broker
@@ -63,6 +64,7 @@ def create_app(broker: Broker, settings: Settings) -> FastAPI:
     app.state.broker = broker
     app.state.settings = settings
     install_error_handlers(app)
+    install_draining(app)
     app.add_middleware(BodySizeLimit, max_request_bytes=settings.max_request_bytes)
     for router in ROUTERS:
         app.include_router(router)

@@ -363,6 +363,16 @@ def to_message(published: PublishedMessage) -> Message:
     )
 
 
+def frame_size_bytes(data: str | bytes, limit_bytes: int) -> int:
+    """The frame's size in bytes, exact whenever it matters for ``limit_bytes``
+    (a text frame is encoded only when its length alone cannot decide)."""
+    if isinstance(data, bytes):
+        return len(data)
+    if len(data) > limit_bytes or len(data) * 4 <= limit_bytes:
+        return len(data)
+    return len(data.encode("utf-8", "surrogatepass"))
+
+
 # -- encoding ---------------------------------------------------------------------------
 
 

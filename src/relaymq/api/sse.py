@@ -153,6 +153,7 @@ class StreamTail:
             maxsize=len(start.positions)
         )
         self.tasks: list[asyncio.Task[None]] = []
+        self.stopped = False
 
     def begin(self) -> None:
         """Start one reader per partition."""
@@ -161,15 +162,20 @@ class StreamTail:
             self.tasks.append(task)
 
     def stop(self) -> None:
-        """Cancel every reader."""
+        """Cancel every reader. A reader whose cancellation is swallowed (Python
+        3.11's ``asyncio.wait_for`` can do that) still ends: it sees ``stopped``
+        after its current read, and the queue is emptied so it never blocks."""
+        self.stopped = True
         for task in self.tasks:
             task.cancel()
+        while not self.queue.empty():
+            self.queue.get_nowait()
 
     async def read_forever(self, partition: int, offset: int) -> None:
         """Long-poll one partition and queue its batches; queue the error that stops it."""
         timestamp_ms = self.start.timestamp_ms
         try:
-            while True:
+            while not self.stopped:
                 messages = await self.broker.read_stream(
                     self.namespace,
                     self.stream,
@@ -179,7 +185,7 @@ class StreamTail:
                     max_messages=BATCH_MESSAGES,
                     wait_ms=READ_WAIT_MS,
                 )
-                if messages:
+                if messages and not self.stopped:
                     timestamp_ms = None
                     offset = messages[-1].offset + 1
                     await self.queue.put((partition, messages))

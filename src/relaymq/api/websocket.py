@@ -51,6 +51,7 @@ MAX_SUBSCRIPTIONS = 256
 DEFAULT_BATCH_MESSAGES = 100
 FETCH_WAIT_MS = 5_000
 RECHECK_SECONDS = 1.0
+RECANCEL_SECONDS = 0.1
 
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_FRAME_TOO_LARGE = 1009
@@ -104,15 +105,25 @@ class Outbox:
                 self.queued.clear()
             self.space.set()
             if encoding == "msgpack":
-                await self.websocket.send_bytes(frames.encode_binary(frame))
+                await self.websocket.send_bytes(encoded(frames.encode_binary, frame))
             else:
-                await self.websocket.send_text(frames.encode_text(frame))
+                await self.websocket.send_text(encoded(frames.encode_text, frame))
 
     def close(self) -> None:
         """Drop queued frames and refuse new ones, waking every waiting producer."""
         self.closed = True
         self.frames.clear()
         self.space.set()
+
+
+def encoded(encode: Callable[[frames.ServerFrame], Any], frame: frames.ServerFrame) -> Any:
+    """``encode(frame)``; a frame that cannot be encoded (a value msgpack cannot
+    hold, say) is logged and replaced by an ``internal`` error."""
+    try:
+        return encode(frame)
+    except (TypeError, ValueError, OverflowError):
+        logger.exception("cannot encode a %s frame", type(frame).__name__)
+        return encode(internal_error(getattr(frame, "seq", None), getattr(frame, "sub", None)))
 
 
 class PublishWindow:
@@ -170,6 +181,7 @@ class Subscriber:
         self.in_flight: dict[str, int] = {}  # receipt -> lease deadline (ms since epoch)
         self.changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.stopped = False
 
     def start(self) -> None:
         """Start pushing."""
@@ -177,10 +189,9 @@ class Subscriber:
 
     async def stop(self) -> None:
         """Stop pushing and hand the unacked messages back for redelivery."""
+        self.stopped = True
         if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await cancel_until_done(self.task)
         broker = self.connection.broker
         with contextlib.suppress(errors.RelayError):
             await broker.release_consumer(
@@ -214,7 +225,7 @@ class Subscriber:
     async def push_forever(self) -> None:
         """Fetch and deliver until stopped; a broker error ends the subscription."""
         try:
-            while True:
+            while not self.stopped:
                 await self.push_once()
         except errors.RelayError as error:
             await self.connection.outbox.put(
@@ -262,6 +273,15 @@ class Subscriber:
                 await self.changed.wait()
 
 
+async def cancel_until_done(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it finished, cancelling again should a
+    cancellation be swallowed (Python 3.11's ``asyncio.wait_for`` swallows one
+    that arrives just as the awaited future completes)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=RECANCEL_SECONDS)
+
+
 class Connection:
     """One WebSocket client of one namespace."""
 
@@ -304,6 +324,11 @@ class Connection:
             writer.cancel()
             reader.cancel()
             close = await self.outcome(reader)
+            await asyncio.wait({writer})
+            if not writer.cancelled() and writer.exception() is not None:
+                logger.debug(
+                    "websocket %s: send failed: %r", self.connection_id, writer.exception()
+                )
             await self.close(close)
 
     async def outcome(self, reader: asyncio.Task[tuple[int, str] | None]) -> tuple[int, str] | None:
@@ -350,7 +375,7 @@ class Connection:
             if message["type"] == "websocket.disconnect":
                 return None
             data, encoding = frame_data(message)
-            size_bytes = frame_size_bytes(data, self.settings.ws_max_frame_bytes)
+            size_bytes = frames.frame_size_bytes(data, self.settings.ws_max_frame_bytes)
             if size_bytes > self.settings.ws_max_frame_bytes:
                 return (
                     CLOSE_FRAME_TOO_LARGE,
@@ -404,6 +429,7 @@ class Connection:
             "idle_timeout_ms": int(settings.ws_idle_timeout_seconds * 1000),
             "max_batch_messages": settings.max_batch_messages,
             "max_payload_bytes": settings.max_payload_bytes,
+            "max_fetch_messages": settings.max_fetch_messages,
             "max_publishing_messages": MAX_PUBLISHING_MESSAGES,
             "max_subscriptions": MAX_SUBSCRIPTIONS,
         }
@@ -462,9 +488,9 @@ class Connection:
         self.broker.subscription_info(self.namespace, frame.subscription)  # exists?
         subscriber = Subscriber(self, frame, self.pinned_encoding or encoding)
         self.subscribers[frame.sub] = subscriber
-        subscriber.start()
-        if frame.seq is not None:
+        if frame.seq is not None:  # queued before the first deliver can be
             await self.send(frames.Result(seq=frame.seq, sub=frame.sub), encoding)
+        subscriber.start()
 
     def check_credit(self, credit: int) -> None:
         """Refuse a credit above ``ws_max_credit``."""
@@ -546,16 +572,6 @@ def frame_data(message: dict[str, Any]) -> tuple[str | bytes, Encoding]:
     if text is not None:
         return text, "json"
     return message.get("bytes") or b"", "msgpack"
-
-
-def frame_size_bytes(data: str | bytes, limit_bytes: int) -> int:
-    """The frame's size in bytes, exact whenever it matters for ``limit_bytes``
-    (a text frame is encoded only when its length alone cannot decide)."""
-    if isinstance(data, bytes):
-        return len(data)
-    if len(data) > limit_bytes or len(data) * 4 <= limit_bytes:
-        return len(data)
-    return len(data.encode("utf-8", "surrogatepass"))
 
 
 async def refuse(websocket: WebSocket, error: errors.RelayError, code: int) -> None:

@@ -543,7 +543,8 @@ class PartitionCursor:
             entry.queued = False
             if entry.state != _AVAILABLE:
                 continue  # a stale heap item: the entry moved on since it was pushed
-            if entry.expired(now_ms):
+            expires_at_ms = entry.message.expires_at_ms
+            if expires_at_ms is not None and expires_at_ms <= now_ms:
                 self._dead_backlog.append(self._dead_letter(entry, "expired", entry.last_error))
                 continue
             deliveries.append(self._lease(entry, consumer_id, now_ms))
@@ -591,7 +592,8 @@ class PartitionCursor:
             self._end_lease(entry)
             self._complete(entry)
             self._acked_total += 1
-        self._maybe_compact_deadlines()
+        if len(self._deadlines) > 2 * len(self._in_flight) + 1024:
+            self._maybe_compact_deadlines()
 
     def _ack_through(self, offset: int) -> None:
         delivered, in_flight = self._ordered_in_flight, self._in_flight

@@ -53,6 +53,7 @@ class SubscriptionDispatcher:
         self.cursors: dict[int, PartitionCursor] = dict(cursors)
         self.consumer_timeout_ms = consumer_timeout_ms
         self._partitions = sorted(self.cursors)
+        self._by_receipt_prefix = {f"{p:x}": cursor for p, cursor in self.cursors.items()}
         self._consumers: dict[str, ConsumerState] = {}
         self._owners: dict[int, str] = {}  # ordered mode: partition -> consumer
         self._rotation = 0
@@ -173,8 +174,13 @@ class SubscriptionDispatcher:
     # -- settling ------------------------------------------------------------------------------
 
     def _cursor_for(self, receipt: str) -> PartitionCursor:
-        partition = parse_receipt(receipt)[0]
-        cursor = self.cursors.get(partition)
+        # Hot path: route on the receipt's hex prefix with one dict lookup; the cursor
+        # validates the whole receipt. Only a miss pays for a full parse.
+        if isinstance(receipt, str):
+            cursor = self._by_receipt_prefix.get(receipt.partition(".")[0])
+            if cursor is not None:
+                return cursor
+        cursor = self.cursors.get(parse_receipt(receipt)[0])
         if cursor is None:
             raise ReceiptNotFound("the receipt names no partition of this subscription")
         return cursor

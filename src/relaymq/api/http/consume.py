@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fastapi import Response
+from fastapi import Request, Response
 
 from relaymq.api.http.dependencies import (
     BrokerDependency,
@@ -19,6 +19,7 @@ from relaymq.api.http.dependencies import (
     SubscriptionPath,
     require_at_most,
 )
+from relaymq.api.http.draining import unless_draining
 from relaymq.api.http.routing import resource_router
 from relaymq.api.http.schemas import (
     ExtendRequest,
@@ -46,20 +47,26 @@ Outcome = RelayError | int | None
 
 
 async def fetch_messages(
-    broker: Broker, settings: Settings, namespace: str, subscription: str, body: FetchRequest
+    request: Request,
+    broker: Broker,
+    settings: Settings,
+    namespace: str,
+    subscription: str,
+    body: FetchRequest,
 ) -> MessagesOut:
     """Lease up to ``max_messages`` messages, long-polling up to ``wait_ms``."""
     require_at_most(
         "max_messages", body.max_messages, "max_fetch_messages", settings.max_fetch_messages
     )
     require_at_most("wait_ms", body.wait_ms, "max_wait_ms", settings.max_wait_ms)
-    received = await broker.fetch(
+    long_poll = broker.fetch(
         namespace,
         subscription,
         consumer_id=body.consumer_id or DEFAULT_CONSUMER_ID,
         max_messages=body.max_messages,
         wait_ms=body.wait_ms,
     )
+    received = await unless_draining(request, body.wait_ms, long_poll)
     return MessagesOut(messages=[MessageOut.from_received(item) for item in received])
 
 
@@ -95,6 +102,7 @@ async def settle(
 
 @router.post(SUBSCRIPTION + "/fetch", summary="Fetch messages", response_model=MessagesOut)
 async def fetch(
+    request: Request,
     namespace: NamespacePath,
     subscription: SubscriptionPath,
     body: FetchRequest,
@@ -103,7 +111,7 @@ async def fetch(
 ) -> MessagesOut:
     """Lease messages; each comes with a receipt to ack, nack, extend or term it.
     With ``wait_ms`` the request waits until a message arrives (long-poll)."""
-    return await fetch_messages(broker, settings, namespace, subscription, body)
+    return await fetch_messages(request, broker, settings, namespace, subscription, body)
 
 
 @router.post(SUBSCRIPTION + "/ack", summary="Acknowledge messages", response_model=ReceiptResults)

@@ -25,7 +25,6 @@ from relaymq.api.http.schemas import (
     MAX_INTEGER,
     MessageIn,
     PublishBatch,
-    PublishBody,
     PublishResponse,
     PublishResultOut,
 )
@@ -35,7 +34,8 @@ from relaymq.errors import InvalidSubject
 
 router = resource_router("publish")
 
-PUBLISH_BODY: TypeAdapter[PublishBatch | MessageIn] = TypeAdapter(PublishBody)
+BATCH_BODY: TypeAdapter[PublishBatch] = TypeAdapter(PublishBatch)
+SINGLE_BODY: TypeAdapter[MessageIn] = TypeAdapter(MessageIn)
 HEADER_PREFIX = "relaymq-header-"
 RAW_CONTENT_TYPE = "application/octet-stream"
 
@@ -109,15 +109,22 @@ async def messages_from_request(
     body = await request.body()
     if is_raw(request):
         return [raw_message(request, metadata, body, default_subject)]
+    items = parse_messages(body)
+    timestamp_ms = now_ms()
+    return [item.to_message(default_subject, timestamp_ms) for item in items]
+
+
+def parse_messages(body: bytes) -> list[MessageIn]:
+    """The messages of a JSON publish body: a batch if it has ``messages``, else one."""
     try:
-        parsed = PUBLISH_BODY.validate_python(parse_json(body))
+        document = parse_json(body)
+        if isinstance(document, dict) and "messages" in document:
+            return BATCH_BODY.validate_python(document).messages
+        return [SINGLE_BODY.validate_python(document)]
     except json.JSONDecodeError as error:
         raise RequestValidationError([json_problem(error)]) from error
     except ValidationError as error:
         raise RequestValidationError(prefix_body(error.errors(include_url=False))) from error
-    items = parsed.messages if isinstance(parsed, PublishBatch) else [parsed]
-    timestamp_ms = now_ms()
-    return [item.to_message(default_subject, timestamp_ms) for item in items]
 
 
 def json_problem(error: json.JSONDecodeError) -> dict[str, Any]:

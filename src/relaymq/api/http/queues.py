@@ -45,7 +45,7 @@ from relaymq.api.http.streams import OffsetQuery, PartitionQuery, ReadLimitQuery
 from relaymq.api.http.subscriptions import browse_dead_letters
 from relaymq.broker import Broker
 from relaymq.broker.models import RetentionPolicy, StreamInfo
-from relaymq.errors import NotFound
+from relaymq.errors import NotFound, SubscriptionNotFound
 
 router = resource_router("queues")
 
@@ -58,10 +58,11 @@ def is_queue(broker: Broker, stream: StreamInfo) -> bool:
     subscription of the same name."""
     if stream.config.retention != RetentionPolicy.WORK_QUEUE:
         return False
-    names = {
-        item.config.name for item in broker.list_subscriptions(stream.namespace, stream.config.name)
-    }
-    return stream.config.name in names
+    try:
+        subscription = broker.subscription_info(stream.namespace, stream.config.name)
+    except SubscriptionNotFound:
+        return False
+    return subscription.config.stream == stream.config.name
 
 
 def queue_out(broker: Broker, namespace: str, queue: str) -> QueueOut:
@@ -146,6 +147,7 @@ async def send(
 
 @router.post(QUEUE + "/fetch", summary="Receive from a queue", response_model=MessagesOut)
 async def fetch(
+    request: Request,
     namespace: NamespacePath,
     queue: QueuePath,
     body: FetchRequest,
@@ -153,7 +155,7 @@ async def fetch(
     settings: SettingsDependency,
 ) -> MessagesOut:
     """Lease messages of the queue (long-poll with ``wait_ms``)."""
-    return await fetch_messages(broker, settings, namespace, queue, body)
+    return await fetch_messages(request, broker, settings, namespace, queue, body)
 
 
 @router.post(QUEUE + "/ack", summary="Acknowledge queue messages", response_model=ReceiptResults)
@@ -194,6 +196,7 @@ async def term(
     response_model=StreamMessagesOut,
 )
 async def list_dead_letters(
+    request: Request,
     namespace: NamespacePath,
     queue: QueuePath,
     broker: BrokerDependency,
@@ -204,6 +207,7 @@ async def list_dead_letters(
 ) -> StreamMessagesOut:
     """Messages of the queue's dead-letter queue, oldest first."""
     return await browse_dead_letters(
+        request,
         broker,
         settings,
         namespace,

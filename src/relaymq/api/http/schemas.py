@@ -50,7 +50,7 @@ Milliseconds = Annotated[int, Field(ge=0, le=MAX_INTEGER)]
 PositiveMilliseconds = Annotated[int, Field(ge=1, le=MAX_INTEGER)]
 Offset = Annotated[int, Field(ge=0, le=MAX_INTEGER)]
 Partition = Annotated[int, Field(ge=0, le=MAX_INTEGER)]
-Priority = Annotated[int, Field(ge=-MAX_INTEGER, le=MAX_INTEGER)]
+Priority = Annotated[int, Field(ge=0, le=MAX_INTEGER)]
 Name = Annotated[str, Field(min_length=1, max_length=256, description="Resource name.")]
 Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 Receipts = Annotated[list[Text], Field(min_length=1, max_length=MAX_ITEMS)]
@@ -594,10 +594,6 @@ class PublishBatch(RequestModel):
     """Several messages published together (all validated before any is stored)."""
 
     messages: Annotated[list[MessageIn], Field(min_length=1, max_length=MAX_ITEMS)]
-
-
-PublishBody = PublishBatch | MessageIn
-"""A publish request body: one message, or ``{"messages": [...]}``."""
 
 
 class PublishResultOut(BaseModel):

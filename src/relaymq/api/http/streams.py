@@ -7,9 +7,10 @@ owns the stream's lifecycle and the replay endpoint
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Annotated
 
-from fastapi import Query, Response
+from fastapi import Query, Request, Response
 
 from relaymq.api.http.dependencies import (
     BrokerDependency,
@@ -18,6 +19,7 @@ from relaymq.api.http.dependencies import (
     StreamPath,
     require_at_most,
 )
+from relaymq.api.http.draining import unless_draining
 from relaymq.api.http.pagination import CursorQuery, LimitQuery, paginate
 from relaymq.api.http.routing import resource_router
 from relaymq.api.http.schemas import (
@@ -30,7 +32,7 @@ from relaymq.api.http.schemas import (
     StreamPatch,
 )
 from relaymq.broker import Broker
-from relaymq.broker.models import StreamInfo
+from relaymq.broker.models import StreamInfo, SubscriptionInfo
 from relaymq.config import Settings
 from relaymq.core.message import Message
 from relaymq.errors import InvalidArgument
@@ -82,7 +84,10 @@ async def list_streams(
     """Streams by name, one page at a time."""
     infos = broker.list_streams(namespace)
     page, next_cursor = paginate(infos, lambda info: info.config.name, limit, cursor)
-    items = [stream_out(broker, info) for info in page]
+    by_stream: dict[str, list[SubscriptionInfo]] = defaultdict(list)
+    for subscription in broker.list_subscriptions(namespace):
+        by_stream[subscription.config.stream].append(subscription)
+    items = [StreamOut.from_info(info, by_stream[info.config.name]) for info in page]
     return Page[StreamOut](items=items, next_cursor=next_cursor)
 
 
@@ -125,6 +130,7 @@ async def purge_stream(
     STREAM + "/messages", summary="Read a stream partition", response_model=StreamMessagesOut
 )
 async def read_stream(
+    request: Request,
     namespace: NamespacePath,
     stream: StreamPath,
     broker: BrokerDependency,
@@ -137,6 +143,7 @@ async def read_stream(
 ) -> StreamMessagesOut:
     """Replay a partition from an offset or a time (default: its first message)."""
     messages = await read_log(
+        request,
         broker,
         settings,
         namespace,
@@ -151,6 +158,7 @@ async def read_stream(
 
 
 async def read_log(
+    request: Request,
     broker: Broker,
     settings: Settings,
     namespace: str,
@@ -167,7 +175,7 @@ async def read_log(
         raise InvalidArgument("give from_offset or from_timestamp_ms, not both")
     require_at_most("limit", limit, "max_fetch_messages", settings.max_fetch_messages)
     require_at_most("wait_ms", wait_ms, "max_wait_ms", settings.max_wait_ms)
-    return await broker.read_stream(
+    long_poll = broker.read_stream(
         namespace,
         stream,
         partition=partition,
@@ -176,6 +184,7 @@ async def read_log(
         max_messages=limit,
         wait_ms=wait_ms,
     )
+    return await unless_draining(request, wait_ms, long_poll)
 
 
 def messages_out(messages: list[Message], from_offset: int | None) -> StreamMessagesOut:

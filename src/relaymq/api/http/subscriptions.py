@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Query, Response
+from fastapi import Query, Request, Response
 
 from relaymq.api.http.dependencies import (
     BrokerDependency,
@@ -132,6 +132,7 @@ def dead_letter_stream(broker: Broker, namespace: str, subscription: str) -> str
 
 
 async def browse_dead_letters(
+    request: Request,
     broker: Broker,
     settings: Settings,
     namespace: str,
@@ -144,6 +145,7 @@ async def browse_dead_letters(
     """Read the dead-letter stream of a subscription (shared with queues)."""
     stream = dead_letter_stream(broker, namespace, subscription)
     messages = await read_log(
+        request,
         broker,
         settings,
         namespace,
@@ -163,6 +165,7 @@ async def browse_dead_letters(
     response_model=StreamMessagesOut,
 )
 async def list_dead_letters(
+    request: Request,
     namespace: NamespacePath,
     subscription: SubscriptionPath,
     broker: BrokerDependency,
@@ -174,6 +177,7 @@ async def list_dead_letters(
     """Messages that exhausted their deliveries or were terminated, with headers
     ``relaymq-origin-*``, ``relaymq-dead-letter-reason`` and ``relaymq-last-error``."""
     return await browse_dead_letters(
+        request,
         broker,
         settings,
         namespace,

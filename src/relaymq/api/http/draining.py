@@ -1,0 +1,53 @@
+"""Draining: releasing long-polls as soon as the server starts shutting down.
+
+A long-poll may wait up to ``max_wait_ms``; without this, a shutdown would sit
+out every open long-poll (or cancel it into an error). The server calls
+:func:`begin_draining` when shutdown begins, and every long-poll runs through
+:func:`unless_draining`, which then returns an empty result at once. Other
+long-lived responses (SSE) can wait on ``app.state.draining`` the same way.
+
+Cancelling a broker ``fetch`` or ``read_stream`` is safe: they lease or read
+nothing across an ``await`` they can be cancelled at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+
+ItemT = TypeVar("ItemT")
+
+
+def install_draining(app: FastAPI) -> None:
+    """Give the app its draining event (``app.state.draining``), not yet set."""
+    app.state.draining = asyncio.Event()
+
+
+def begin_draining(app: FastAPI) -> None:
+    """Shutdown has begun: release every long-poll now."""
+    app.state.draining.set()
+
+
+async def unless_draining(
+    request: Request, wait_ms: int, long_poll: Coroutine[Any, Any, list[ItemT]]
+) -> list[ItemT]:
+    """Run a long-poll; if the server starts draining first, cancel it and return ``[]``."""
+    draining: asyncio.Event = request.app.state.draining
+    if wait_ms <= 0:
+        return await long_poll
+    if draining.is_set():
+        long_poll.close()
+        return []
+    poll = asyncio.ensure_future(long_poll)
+    drained = asyncio.ensure_future(draining.wait())
+    try:
+        await asyncio.wait((poll, drained), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        drained.cancel()
+        finished = poll.done()
+        if not finished:
+            poll.cancel()
+    return poll.result() if finished else []
