@@ -237,3 +237,19 @@ class CorruptRecord(RelayError):
     """A stored record failed its CRC or framing check (recovery handles these)."""
 
     code = "corrupt_record"
+
+
+# -- client-side (raised by the Python SDK, relaymq.client) ------------------------------
+
+
+class ConnectionLost(Unavailable):
+    """The SDK lost its connection to the server and could not get it back within
+    its reconnect policy (or the client was closed while a call waited)."""
+
+    code = "connection_lost"
+
+
+class RequestTimeout(Unavailable):
+    """The server did not answer an SDK request in time."""
+
+    code = "request_timeout"

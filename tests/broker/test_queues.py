@@ -10,9 +10,9 @@ from relaymq.broker import Broker
 from relaymq.broker.deadletters import DELIVERY_COUNT, LAST_ERROR, ORIGIN_STREAM, REASON
 from relaymq.broker.models import Backoff
 from relaymq.core.message import Message
-from relaymq.errors import ReceiptNotFound, StaleReceipt
+from relaymq.errors import ReceiptNotFound, StaleReceipt, SubscriptionNotFound
 
-from .conftest import ManualClock
+from .conftest import BrokerFactory, ManualClock
 
 FAST_RETRY = Backoff(initial_ms=1, max_ms=1, multiplier=1.0, jitter=0.0)
 
@@ -225,3 +225,43 @@ async def test_key_ordered_keeps_order_per_key_while_a_key_fails(
         seen_b.append(delivery.message.payload)
         await broker.ack("default", "jobs", [delivery.receipt])
     assert seen_b == [b"b1", b"b2"]
+
+
+async def test_deleting_a_subscription_wakes_its_fetchers_with_not_found(broker: Broker) -> None:
+    await broker.create_queue("default", "jobs")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    fetch = asyncio.create_task(
+        broker.fetch("default", "jobs", consumer_id="a", max_messages=1, wait_ms=10_000)
+    )
+    await asyncio.sleep(0.05)
+    await broker.delete_subscription("default", "jobs")
+    with pytest.raises(SubscriptionNotFound):
+        await fetch
+    assert loop.time() - started < 2
+
+
+async def test_close_releases_long_polls_at_once(open_broker: BrokerFactory) -> None:
+    broker = await open_broker()
+    await broker.create_queue("default", "jobs")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    fetch = asyncio.create_task(
+        broker.fetch("default", "jobs", consumer_id="a", max_messages=1, wait_ms=10_000)
+    )
+    await asyncio.sleep(0.05)
+    await broker.close()
+    assert await fetch == []
+    assert loop.time() - started < 2
+
+
+async def test_cancelled_fetch_stops_even_when_notified_at_the_same_time(broker: Broker) -> None:
+    await broker.create_queue("default", "jobs")
+    fetch = asyncio.create_task(
+        broker.fetch("default", "jobs", consumer_id="a", max_messages=1, wait_ms=10_000)
+    )
+    await asyncio.sleep(0.05)
+    await publish(broker, "jobs", 1)  # notifies the waiter ...
+    fetch.cancel()  # ... and the cancel arrives in the same loop iteration
+    with pytest.raises(asyncio.CancelledError):
+        await fetch

@@ -156,7 +156,7 @@ class BrokerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """Every RelayMQ metric family, built from one broker snapshot."""
         snapshot = self.broker.metrics()
-        self.fsync.observe_all(snapshot.fsync_seconds)
+        self.fsync.observe_all(self.broker.take_fsync_samples())
         yield from stream_families(snapshot.streams)
         yield from subscription_families(snapshot.subscriptions)
         yield self.fsync.family()

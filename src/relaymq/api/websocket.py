@@ -592,7 +592,7 @@ def admission_error(
             max_connections=settings.max_connections,
         )
         return error, CLOSE_TRY_AGAIN_LATER
-    if namespace not in broker.list_namespaces():
+    if not broker.has_namespace(namespace):
         return errors.NamespaceNotFound(f"no namespace {namespace!r}"), CLOSE_POLICY_VIOLATION
     return None
 

@@ -61,6 +61,7 @@ from relaymq.errors import (
     ShuttingDown,
     StreamExists,
     SubscriptionExists,
+    SubscriptionNotFound,
     TooManyResources,
     WrongDeliveryMode,
 )
@@ -153,6 +154,10 @@ class Broker:
         if self._closed:
             return
         self._closed = True
+        for stream in self._all_streams():
+            for subscription in stream.subscriptions.values():
+                subscription.close(None)
+            stream.signal.notify()
         await self._maintenance.stop()
         for logs in self._logs.values():
             await logs.close()
@@ -212,6 +217,10 @@ class Broker:
                 )
             await self._catalog.delete_namespace(name)
             del self._namespaces[name]
+
+    def has_namespace(self, name: str) -> bool:
+        """Whether a namespace of that name exists."""
+        return name in self._namespaces
 
     def list_namespaces(self) -> list[str]:
         """Every namespace name, sorted."""
@@ -425,7 +434,13 @@ class Broker:
         await self._metadata.delete_checkpoints(f"{space.name}/{subscription.name}/")
         del space.subscriptions[subscription.name]
         del subscription.stream.subscriptions[subscription.name]
-        subscription.signal.notify()
+        subscription.close(
+            SubscriptionNotFound(
+                f"subscription {subscription.name!r} was deleted",
+                namespace=space.name,
+                subscription=subscription.name,
+            )
+        )
 
     async def delete_subscription(self, namespace: str, name: str) -> None:
         """Delete a subscription and its cursor state."""
@@ -858,10 +873,15 @@ class Broker:
     # -- monitoring -------------------------------------------------------------------------------
 
     def metrics(self) -> BrokerMetrics:
-        """A snapshot of every counter (drains the fsync durations observed since the last call)."""
+        """A snapshot of every stream and subscription counter."""
+        return collect(self._all_streams(), self._clock_ms())
+
+    def take_fsync_samples(self) -> list[float]:
+        """The fsync durations (seconds) observed since the previous call. Meant for the
+        one metrics exporter that turns them into a histogram: each call empties the list."""
         samples = list(self._fsync_seconds)
         self._fsync_seconds.clear()
-        return collect(self._all_streams(), self._clock_ms(), samples)
+        return samples
 
 
 def _fields(config: StreamConfig | SubscriptionConfig) -> dict[str, object]:

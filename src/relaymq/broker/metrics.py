@@ -43,19 +43,15 @@ class SubscriptionMetrics:
 
 @dataclass(frozen=True, slots=True)
 class BrokerMetrics:
-    """A snapshot of every counter. ``fsync_seconds`` holds the fsync durations
-    observed since the previous snapshot (each snapshot drains them)."""
+    """A snapshot of every stream and subscription counter."""
 
     streams: list[StreamMetrics] = field(default_factory=list)
     subscriptions: list[SubscriptionMetrics] = field(default_factory=list)
-    fsync_seconds: list[float] = field(default_factory=list)
 
 
-def collect(
-    streams: Iterable[StreamHandle], now_ms: int, fsync_seconds: list[float]
-) -> BrokerMetrics:
+def collect(streams: Iterable[StreamHandle], now_ms: int) -> BrokerMetrics:
     """Snapshot the counters of ``streams`` and their subscriptions."""
-    snapshot = BrokerMetrics(fsync_seconds=fsync_seconds)
+    snapshot = BrokerMetrics()
     for stream in streams:
         info = stream.info()
         snapshot.streams.append(

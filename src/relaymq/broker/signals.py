@@ -20,13 +20,18 @@ class ChangeSignal:
         self._waiters: list[asyncio.Future[None]] = []
 
     async def wait(self, timeout_seconds: float) -> None:
-        """Return at the next :meth:`notify`, or after ``timeout_seconds``."""
+        """Return at the next :meth:`notify`, or after ``timeout_seconds``.
+
+        A cancellation of the waiting task always propagates, even when it races
+        with a notification.
+        """
         if timeout_seconds <= 0:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout_seconds)
+            async with asyncio.timeout(timeout_seconds):
+                await waiter
         except TimeoutError:
             pass
         finally:

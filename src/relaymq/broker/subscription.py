@@ -91,6 +91,8 @@ class SubscriptionHandle:
         self._dirty = True
         self._durable_floors: dict[int, int] = {}
         self._lease_nonce = lease_nonce
+        self._closed_reason: RelayError | None = None
+        self._closed = False
         self.dispatcher = self._build_dispatcher(start_offsets, checkpoints)
 
     def _build_dispatcher(
@@ -131,6 +133,13 @@ class SubscriptionHandle:
         self.config = config
         self.dispatcher.update_policy(cursor_policy(config, self.settings))
 
+    def close(self, reason: RelayError | None) -> None:
+        """Stop serving: waiting fetchers wake up and get ``reason`` raised (or, with
+        ``None``, an empty result, as at shutdown)."""
+        self._closed_reason = reason
+        self._closed = True
+        self.signal.notify()
+
     def on_append(self, partition: int, messages: list[Message]) -> None:
         """The stream grew: hand the new messages straight to a caught-up cursor (no
         store read, no decode), and wake fetchers waiting for messages."""
@@ -160,6 +169,10 @@ class SubscriptionHandle:
         dispatcher = self.dispatcher
         dispatcher.register(consumer_id, now_ms, max_in_flight)
         while True:
+            if self._closed:
+                if self._closed_reason is not None:
+                    raise self._closed_reason
+                return []
             await self.fill(max_messages)
             now_ms = clock_ms()
             await self.expire(now_ms)

@@ -20,7 +20,7 @@ router = resource_router("namespaces")
 
 def require_namespace(broker: Broker, namespace: str) -> None:
     """Raise :class:`NamespaceNotFound` unless ``namespace`` exists."""
-    if namespace not in broker.list_namespaces():
+    if not broker.has_namespace(namespace):
         raise NamespaceNotFound(f"namespace {namespace!r} not found", namespace=namespace)
 
 
