@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+from relaymq.client.models import PublishResult
+
 PROTOCOL_VERSION = 1
 
 
@@ -126,20 +128,11 @@ class Welcome(_ServerFrame, tag="welcome"):
     seq: int | None = None
 
 
-class Placement(msgspec.Struct, kw_only=True):
-    """Where one published message landed."""
-
-    stream: str
-    partition: int
-    offset: int
-    duplicate: bool = False
-
-
 class Confirm(_ServerFrame, tag="confirm"):
     """Every message of publish ``seq`` is durable."""
 
     seq: int
-    results: list[Placement]
+    results: list[PublishResult]
 
 
 class Delivered(msgspec.Struct, kw_only=True):

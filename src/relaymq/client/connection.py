@@ -1,0 +1,543 @@
+"""The SDK's WebSocket session: one connection to a namespace, kept alive.
+
+Owns the connection's life and everything that must survive its loss:
+
+* one reader task (decodes server frames and hands them to their owner) and
+  one writer task (sends queued frames; coalesces the ack-family receipts of
+  many messages into one frame per subscription and op; pings when idle);
+* publishes not yet confirmed, by ``seq``, with their encoded frames: after a
+  reconnect they are sent again, byte for byte, so the message ids are the
+  same and the server's dedup window makes the resend idempotent;
+* the attached subscriptions: after a reconnect each is subscribed again;
+* reconnecting with exponential backoff and jitter under a
+  :class:`~relaymq.client.retry.RetryPolicy`; when the policy is spent every
+  waiting caller gets :class:`~relaymq.errors.ConnectionLost`.
+
+Each connection has a ``generation`` number. Messages remember theirs, so a
+receipt from a lost connection is refused at once (the server released it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from relaymq import errors
+from relaymq.client import protocol
+from relaymq.client.errors import TRANSPORT_ERRORS, error_from_body, translate
+from relaymq.client.http import segment
+from relaymq.client.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from relaymq.client.subscription import Subscription
+
+logger = logging.getLogger("relaymq.client")
+
+DEFAULT_LIMITS = {
+    "max_batch_messages": 1_000,
+    "max_frame_bytes": 4 * 1024 * 1024,
+    "max_credit": 10_000,
+    "idle_timeout_ms": 120_000,
+    "max_fetch_messages": 1_000,
+}
+MAX_RECEIPTS_PER_FRAME = 1_000
+PERMANENT_ERRORS = (
+    errors.NotFound,
+    errors.Unauthenticated,
+    errors.PermissionDenied,
+    errors.InvalidArgument,
+)
+"""Errors that no reconnect attempt can cure."""
+
+
+class PublishWaiter(Protocol):
+    """Whoever waits for a publish frame's outcome (a batch of the publisher)."""
+
+    def confirmed(self, results: list[Any]) -> None:
+        """The frame is durable; one result per message, in order."""
+
+    def failed(self, error: errors.RelayError) -> None:
+        """The frame was refused, or the session gave up."""
+
+
+class PendingPublish:
+    """A publish frame sent but not yet confirmed."""
+
+    __slots__ = ("data", "waiter")
+
+    def __init__(self, data: bytes, waiter: PublishWaiter) -> None:
+        self.data = data
+        self.waiter = waiter
+
+
+def websocket_url(base_url: str, namespace: str) -> str:
+    """The WebSocket URL of a namespace on the server at ``base_url`` (http/https)."""
+    scheme, rest = base_url.split("://", 1)
+    ws_scheme = "wss" if scheme == "https" else "ws"
+    return f"{ws_scheme}://{rest}/v1/namespaces/{segment(namespace)}/ws"
+
+
+class Session:
+    """One WebSocket session to a namespace, reconnected transparently."""
+
+    def __init__(
+        self,
+        base_url: str,
+        namespace: str,
+        *,
+        headers: dict[str, str],
+        retry: RetryPolicy,
+        open_timeout_seconds: float,
+    ) -> None:
+        self.url = websocket_url(base_url, namespace)
+        self.headers = headers
+        self.retry = retry
+        self.open_timeout_seconds = open_timeout_seconds
+        self.generation = 0
+        self.limits: dict[str, int] = dict(DEFAULT_LIMITS)
+        self.connection_id = ""
+        self.reconnects = 0
+        self._sequence = itertools.count(1)
+        self._websocket: ClientConnection | None = None
+        self._connected = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._outbox: collections.deque[bytes] = collections.deque()
+        self._settles: dict[tuple[str, str, Any], list[str]] = {}
+        self._publishes: dict[int, PendingPublish] = {}
+        self._requests: dict[int, asyncio.Future[Any]] = {}
+        self._subscriptions: dict[str, Subscription] = {}
+        self._supervisor: asyncio.Task[None] | None = None
+        self._start_lock = asyncio.Lock()
+        self._failure: errors.RelayError | None = None
+        self._closed = False
+
+    # -- life ---------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is up now."""
+        return self._connected.is_set() and self._websocket is not None
+
+    async def start(self) -> None:
+        """Connect once (failing fast) and start keeping the connection alive."""
+        if self._supervisor is not None:
+            self.check_usable()
+            return
+        async with self._start_lock:
+            if self._supervisor is not None:
+                return
+            self.check_usable()
+            websocket = await self._open()
+            self._resume(websocket)
+            self._supervisor = asyncio.create_task(self._supervise(websocket), name="relaymq-ws")
+
+    def check_usable(self) -> None:
+        """Raise the reason the session can no longer be used, if any."""
+        if self._failure is not None:
+            raise self._failure
+        if self._closed:
+            raise errors.ConnectionLost("the client is closed")
+
+    async def close(self) -> None:
+        """Close the connection; whoever still waits gets :class:`ConnectionLost`."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._websocket is not None:
+            self._flush_settles()
+            with contextlib.suppress(*TRANSPORT_ERRORS, ConnectionClosed):
+                while self._outbox:
+                    await self._websocket.send(self._outbox.popleft())
+                await self._websocket.close()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        self._fail_everything(errors.ConnectionLost("the client is closed"))
+
+    async def _supervise(self, websocket: ClientConnection) -> None:
+        """Serve a connection until it drops, then reconnect; forever, or until the
+        policy is spent."""
+        while True:
+            await self._serve(websocket)
+            self._lost()
+            if self._closed:
+                return
+            try:
+                websocket = await self._reconnect()
+            except errors.RelayError as error:
+                logger.error("relaymq: giving up reconnecting: %s", error)
+                self._failure = error
+                self._fail_everything(error)
+                return
+            self.reconnects += 1
+            self._resume(websocket)
+
+    async def _serve(self, websocket: ClientConnection) -> None:
+        """Run the reader and the writer until either ends."""
+        reader = asyncio.create_task(self._read_forever(websocket))
+        writer = asyncio.create_task(self._write_forever(websocket))
+        try:
+            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, writer):
+                task.cancel()
+            await asyncio.wait({reader, writer})
+            with contextlib.suppress(*TRANSPORT_ERRORS, ConnectionClosed):
+                await websocket.close()
+
+    async def _open(self) -> ClientConnection:
+        """Connect and exchange ``hello`` / ``welcome``; the tree's error on failure."""
+        try:
+            websocket = await connect(
+                self.url,
+                additional_headers=self.headers,
+                compression=None,
+                max_size=None,
+                open_timeout=self.open_timeout_seconds,
+                ping_interval=None,
+                close_timeout=1,
+            )
+        except (*TRANSPORT_ERRORS, ConnectionClosed) as exception:
+            raise translate(exception) from exception
+        try:
+            await self._hello(websocket)
+        except BaseException:
+            with contextlib.suppress(*TRANSPORT_ERRORS, ConnectionClosed):
+                await websocket.close()
+            raise
+        return websocket
+
+    async def _hello(self, websocket: ClientConnection) -> None:
+        """Pin msgpack and read the server's limits."""
+        try:
+            await websocket.send(protocol.encode(protocol.Hello(seq=0)))
+            async with asyncio.timeout(self.open_timeout_seconds):
+                frame = protocol.decode(await websocket.recv())
+        except (*TRANSPORT_ERRORS, ConnectionClosed) as exception:
+            raise translate(exception) from exception
+        except (msgspec.DecodeError, msgspec.ValidationError) as exception:
+            raise errors.ConnectionLost(f"bad welcome from the server: {exception}") from None
+        if isinstance(frame, protocol.Error):
+            raise error_from_body(msgspec.structs.asdict(frame))
+        if not isinstance(frame, protocol.Welcome):
+            raise errors.ConnectionLost(f"expected a welcome, got {type(frame).__name__}")
+        self.limits = {**DEFAULT_LIMITS, **frame.limits}
+        self.connection_id = frame.connection_id
+
+    async def _reconnect(self) -> ClientConnection:
+        """Connect again, pausing by the policy between attempts."""
+        backoff = self.retry.start()
+        while True:
+            delay = backoff.next_delay_seconds()
+            if delay is None:
+                raise errors.ConnectionLost(
+                    f"could not reconnect to {self.url} after {backoff.attempts} attempts"
+                )
+            await asyncio.sleep(delay)
+            try:
+                return await self._open()
+            except PERMANENT_ERRORS:
+                raise
+            except errors.RelayError as error:
+                logger.info("relaymq: reconnect attempt %d failed: %s", backoff.attempts, error)
+
+    def _lost(self) -> None:
+        """The connection dropped: everything bound to it is stale now."""
+        self._connected.clear()
+        self._websocket = None
+        self.generation += 1
+        self._outbox.clear()
+        self._settles.clear()
+        lost = errors.ConnectionLost("the connection to the server was lost")
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(lost)
+                future.exception()  # retrieved: nobody may be waiting any more
+        self._requests.clear()
+        for subscription in list(self._subscriptions.values()):
+            subscription.connection_lost()
+        if not self._closed:
+            logger.warning("relaymq: connection lost; reconnecting")
+
+    def _resume(self, websocket: ClientConnection) -> None:
+        """A fresh connection: subscribe again and resend every unconfirmed publish,
+        all queued before anything else can be (no await in between)."""
+        self._websocket = websocket
+        self._outbox.clear()
+        for subscription in self._subscriptions.values():
+            self._queue_subscribe(subscription)
+        for seq in sorted(self._publishes):
+            self._outbox.append(self._publishes[seq].data)
+        self._connected.set()
+        self._wake.set()
+
+    def _fail_everything(self, error: errors.RelayError) -> None:
+        """The session is over: fail every waiter with ``error``."""
+        self._websocket = None
+        pending, self._publishes = self._publishes, {}
+        for publish in pending.values():
+            publish.waiter.failed(error)
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(error)
+                future.exception()
+        self._requests.clear()
+        for subscription in list(self._subscriptions.values()):
+            subscription.failed(error)
+        self._connected.set()  # wake whoever waits for a connection: they will see the error
+        self._wake.set()
+
+    async def wait_connected(self) -> None:
+        """Wait until a connection is up (raise if the session is over)."""
+        await self._connected.wait()
+        self.check_usable()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        """A fresh sequence number for a frame."""
+        return next(self._sequence)
+
+    def _post(self, data: bytes) -> None:
+        """Queue a frame for the writer (dropped while disconnected: the reconnect
+        re-creates what must survive)."""
+        if self.connected:
+            self._outbox.append(data)
+            self._wake.set()
+
+    async def _write_forever(self, websocket: ClientConnection) -> None:
+        """Send queued frames in order; ping when idle so the server keeps us."""
+        idle_seconds = max(self.limits["idle_timeout_ms"] / 3000, 0.5)
+        while True:
+            try:
+                async with asyncio.timeout(idle_seconds):
+                    await self._wake.wait()
+            except TimeoutError:
+                self._outbox.append(protocol.encode(protocol.Ping()))
+            self._wake.clear()
+            self._flush_settles()
+            try:
+                while self._outbox:
+                    await websocket.send(self._outbox.popleft())
+            except (*TRANSPORT_ERRORS, ConnectionClosed) as exception:
+                logger.debug("relaymq: send failed: %r", exception)
+                return
+
+    def _flush_settles(self) -> None:
+        """Turn the buffered receipts into frames, one per subscription and op."""
+        if not self._settles:
+            return
+        settles, self._settles = self._settles, {}
+        for (handle, op, option), receipts in settles.items():
+            for start in range(0, len(receipts), MAX_RECEIPTS_PER_FRAME):
+                chunk = receipts[start : start + MAX_RECEIPTS_PER_FRAME]
+                self._outbox.append(protocol.encode(settle_frame(op, handle, chunk, option)))
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    def send_publish(self, seq: int, data: bytes, waiter: PublishWaiter) -> None:
+        """Send an encoded ``publish`` frame; ``waiter`` hears of its outcome, however
+        many reconnects that takes."""
+        self.check_usable()
+        self._publishes[seq] = PendingPublish(data, waiter)
+        self._post(data)
+
+    @property
+    def unconfirmed_frames(self) -> int:
+        """Publish frames sent and not yet confirmed."""
+        return len(self._publishes)
+
+    # -- subscriptions ------------------------------------------------------------------------
+
+    async def attach(self, subscription: Subscription) -> None:
+        """Subscribe, and keep the subscription across reconnects until :meth:`detach`."""
+        await self.start()
+        if subscription.handle in self._subscriptions:
+            raise errors.Conflict(f"handle {subscription.handle!r} is in use")
+        self._subscriptions[subscription.handle] = subscription
+        try:
+            while True:
+                await self.wait_connected()
+                if subscription.attached is None:
+                    self._queue_subscribe(subscription)
+                assert subscription.attached is not None
+                try:
+                    await asyncio.shield(subscription.attached)
+                    return
+                except errors.ConnectionLost:
+                    self.check_usable()
+        except BaseException:
+            self._subscriptions.pop(subscription.handle, None)
+            raise
+
+    def _queue_subscribe(self, subscription: Subscription) -> None:
+        """Queue the ``subscribe`` frame; its result resolves ``subscription.attached``."""
+        seq = self.next_seq()
+        future = self.request_future(seq)
+        future.add_done_callback(subscription.subscribe_done)
+        subscription.attached = future
+        frame = subscription.subscribe_frame(seq, self.limits)
+        self._outbox.append(protocol.encode(frame))
+        self._wake.set()
+
+    async def detach(self, subscription: Subscription) -> None:
+        """Unsubscribe: the server redelivers what this subscription held unacked."""
+        if self._subscriptions.pop(subscription.handle, None) is None:
+            return
+        if not self.connected or self._failure is not None or self._closed:
+            return
+        with contextlib.suppress(errors.RelayError):
+            await self.request(protocol.Unsubscribe(sub=subscription.handle, seq=self.next_seq()))
+
+    def settle_later(self, handle: str, op: str, receipt: str, option: Any) -> None:
+        """Buffer a receipt; the writer sends the buffered receipts as one frame."""
+        key = (handle, op, option)
+        receipts = self._settles.get(key)
+        if receipts is None:
+            self._settles[key] = [receipt]
+        else:
+            receipts.append(receipt)
+        self._wake.set()
+
+    async def settle_now(
+        self, handle: str, op: str, receipts: list[str], option: Any
+    ) -> list[protocol.ReceiptOutcome]:
+        """Send an ack-family frame and wait for the server's per-receipt outcomes."""
+        self._flush_settles()
+        seq = self.next_seq()
+        result = await self.request(settle_frame(op, handle, receipts, option, seq))
+        return list(result.results)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def request_future(self, seq: int) -> asyncio.Future[Any]:
+        """A future resolved by the ``result`` / ``pong`` (or ``error``) with ``seq``."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._requests[seq] = future
+        return future
+
+    async def request(self, frame: protocol.ClientFrame, timeout_seconds: float = 30) -> Any:
+        """Send a frame carrying a ``seq`` and wait for its reply."""
+        self.check_usable()
+        seq = frame.seq  # type: ignore[union-attr]
+        future = self.request_future(seq)
+        self._post(protocol.encode(frame))
+        if not self.connected:
+            self._requests.pop(seq, None)
+            raise errors.ConnectionLost("not connected to the server")
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                return await future
+        except TimeoutError:
+            raise errors.RequestTimeout(f"no answer to {type(frame).__name__} in time") from None
+        finally:
+            self._requests.pop(seq, None)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def _read_forever(self, websocket: ClientConnection) -> None:
+        """Decode and dispatch server frames until the connection ends."""
+        try:
+            async for data in websocket:
+                try:
+                    frame = protocol.decode(data)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exception:
+                    logger.warning("relaymq: undecodable frame from the server: %s", exception)
+                    continue
+                self._dispatch(frame)
+        except (*TRANSPORT_ERRORS, ConnectionClosed) as exception:
+            logger.debug("relaymq: connection ended: %r", exception)
+
+    def _dispatch(self, frame: protocol.ServerFrame) -> None:
+        """Hand a frame to whoever waits for it."""
+        if isinstance(frame, protocol.Deliver):
+            subscription = self._subscriptions.get(frame.sub)
+            if subscription is not None:
+                subscription.delivered(frame.messages, self.generation)
+        elif isinstance(frame, protocol.Confirm):
+            pending = self._publishes.pop(frame.seq, None)
+            if pending is not None:
+                pending.waiter.confirmed(frame.results)
+        elif isinstance(frame, protocol.Error):
+            self._dispatch_error(frame)
+        elif isinstance(frame, protocol.Result | protocol.Pong):
+            self._dispatch_reply(frame)
+
+    def _dispatch_reply(self, frame: protocol.Result | protocol.Pong) -> None:
+        """A ``result`` or ``pong``: resolve its request, or report failed receipts."""
+        future = self._requests.pop(frame.seq, None) if frame.seq is not None else None
+        if future is not None:
+            if not future.done():
+                future.set_result(frame)
+            return
+        if isinstance(frame, protocol.Result):
+            subscription = self._subscriptions.get(frame.sub or "")
+            failures = [outcome for outcome in frame.results if not outcome.ok]
+            if subscription is not None and failures:
+                subscription.receipts_failed(failures)
+
+    def _dispatch_error(self, frame: protocol.Error) -> None:
+        """An ``error``: fail the publish or request it names, or end its subscription."""
+        error = error_from_body(msgspec.structs.asdict(frame))
+        if frame.seq is not None and frame.seq in self._publishes:
+            self._publish_refused(frame.seq, error)
+            return
+        future = self._requests.pop(frame.seq, None) if frame.seq is not None else None
+        if future is not None:
+            if not future.done():
+                future.set_exception(error)
+            return
+        subscription = self._subscriptions.get(frame.sub or "")
+        if subscription is not None:
+            subscription.failed(error)
+            return
+        logger.warning("relaymq: error from the server: %s: %s", error.code, error.message)
+
+    def _publish_refused(self, seq: int, error: errors.RelayError) -> None:
+        """A publish frame failed: retry it later if the failure is transient."""
+        if isinstance(error, errors.Unavailable):
+            data = self._publishes[seq].data
+            loop = asyncio.get_running_loop()
+            delay_seconds = self.retry.delay_seconds(1)
+            loop.call_later(delay_seconds, self._resend, seq, data)
+            return
+        self._publishes.pop(seq).waiter.failed(error)
+
+    def _resend(self, seq: int, data: bytes) -> None:
+        """Send a publish again if it is still unconfirmed."""
+        if seq in self._publishes and not self._closed:
+            self._post(data)
+
+
+SETTLE_FRAMES: dict[str, Callable[..., protocol.ClientFrame]] = {
+    "ack": lambda handle, receipts, option, seq: protocol.Ack(
+        sub=handle, receipts=receipts, seq=seq
+    ),
+    "nack": lambda handle, receipts, option, seq: protocol.Nack(
+        sub=handle, receipts=receipts, delay_ms=option[0], error=option[1], seq=seq
+    ),
+    "extend": lambda handle, receipts, option, seq: protocol.Extend(
+        sub=handle, receipts=receipts, extend_ms=option, seq=seq
+    ),
+    "term": lambda handle, receipts, option, seq: protocol.Term(
+        sub=handle, receipts=receipts, reason=option, seq=seq
+    ),
+}
+
+
+def settle_frame(
+    op: str, handle: str, receipts: list[str], option: Any, seq: int | None = None
+) -> protocol.ClientFrame:
+    """The ack-family frame of ``op`` (``option``: nack ``(delay_ms, error)``,
+    extend ``extend_ms``, term ``reason``)."""
+    return SETTLE_FRAMES[op](handle, receipts, option, seq)

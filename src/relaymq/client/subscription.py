@@ -1,0 +1,193 @@
+"""A subscription attached over the WebSocket, consumed as an async iterator.
+
+Owns the client side of one ``subscribe``: the credit it asks for (the most
+unacked messages the server may push, i.e. the prefetch), the buffer of
+delivered messages not yet handed to the caller, and the waiting caller. No
+task per message: the session's reader appends to the buffer and wakes the
+one waiting ``__anext__``.
+
+After a reconnect the buffer is dropped (the server released those messages
+and delivers them again) and the session subscribes again by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from relaymq import errors
+from relaymq.client import protocol
+from relaymq.client.errors import error_from_body
+from relaymq.client.messages import Message
+
+if TYPE_CHECKING:
+    from relaymq.client.connection import Session
+
+logger = logging.getLogger("relaymq.client")
+
+
+class Subscription(AsyncIterator[Message]):
+    """Messages of one subscription: ``async for message in subscription``.
+
+    Created (and attached) by :meth:`relaymq.AsyncClient.subscribe`. Iteration
+    ends after :meth:`close`; it raises the tree's error if the subscription
+    is deleted on the server or the client gives up reconnecting.
+    """
+
+    def __init__(
+        self, session: Session, name: str, handle: str, *, prefetch: int, batch_messages: int
+    ) -> None:
+        if prefetch < 1 or batch_messages < 1:
+            raise errors.InvalidArgument("prefetch and batch_messages must be at least 1")
+        self.session = session
+        self.name = name
+        self.handle = handle
+        self.prefetch = prefetch
+        self.batch_messages = batch_messages
+        self.attached: asyncio.Future[Any] | None = None
+        self.failed_receipts = 0
+        self._buffer: collections.deque[Message] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: errors.RelayError | None = None
+        self._closed = False
+
+    @property
+    def generation(self) -> int:
+        """The generation of the session's current connection."""
+        return self.session.generation
+
+    @property
+    def buffered(self) -> int:
+        """Messages delivered and not yet handed to the caller."""
+        return len(self._buffer)
+
+    # -- the caller's side ----------------------------------------------------------------------
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        """The next message; waits for one."""
+        message = await self.receive()
+        if message is None:
+            raise StopAsyncIteration
+        return message
+
+    async def receive(self, timeout_seconds: float | None = None) -> Message | None:
+        """The next message, or ``None`` once closed or after ``timeout_seconds``
+        without one."""
+        while not self._buffer:
+            if self._error is not None:
+                raise self._error
+            if self._closed:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout_seconds):
+                    await self._waiter
+            except TimeoutError:
+                return None
+            finally:
+                self._waiter = None
+        return self._buffer.popleft()
+
+    async def close(self) -> None:
+        """Detach: messages delivered but not acked go back to the server for
+        redelivery; a waiting iteration ends."""
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.clear()
+        self._wake()
+        await self.session.detach(self)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- settling (called by Message) -----------------------------------------------------------
+
+    def settle_later(self, op: str, message: Message, option: Any) -> None:
+        """Queue ``op`` on the message's receipt; sent batched with others."""
+        self.session.settle_later(self.handle, op, message.receipt, option)
+
+    async def settle_confirmed(self, op: str, message: Message, option: Any) -> int | None:
+        """Apply ``op`` now and wait for the outcome; the new deadline for ``extend``."""
+        try:
+            outcomes = await self.session.settle_now(self.handle, op, [message.receipt], option)
+        except errors.ConnectionLost:
+            raise errors.StaleReceipt(
+                f"the connection was lost before {op} of {message.id!r} was confirmed; "
+                "the server delivers the message again",
+                receipt=message.receipt,
+            ) from None
+        outcome = outcomes[0]
+        if not outcome.ok:
+            body = {"code": outcome.code, "message": outcome.message, "details": {}}
+            raise error_from_body(body)
+        return outcome.deadline_ms
+
+    # -- the session's side ---------------------------------------------------------------------
+
+    def subscribe_frame(self, seq: int, limits: dict[str, int]) -> protocol.Subscribe:
+        """The ``subscribe`` frame, within the server's announced limits."""
+        return protocol.Subscribe(
+            sub=self.handle,
+            subscription=self.name,
+            credit=min(self.prefetch, limits["max_credit"]),
+            batch=min(self.batch_messages, limits["max_fetch_messages"]),
+            seq=seq,
+        )
+
+    def subscribe_done(self, future: asyncio.Future[Any]) -> None:
+        """A ``subscribe`` was answered: a refusal ends the subscription."""
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None and not isinstance(error, errors.ConnectionLost):
+            assert isinstance(error, errors.RelayError)
+            self.failed(error)
+
+    def delivered(self, items: list[protocol.Delivered], generation: int) -> None:
+        """A ``deliver`` frame arrived."""
+        if self._closed:
+            return
+        self._buffer.extend(Message(item, self, generation) for item in items)
+        self._wake()
+
+    def connection_lost(self) -> None:
+        """The connection dropped: buffered messages are stale (they come again)."""
+        self._buffer.clear()
+        self.attached = None
+
+    def failed(self, error: errors.RelayError) -> None:
+        """The subscription ended on the server, or the session gave up."""
+        self._error = error
+        self._wake()
+
+    def receipts_failed(self, outcomes: list[protocol.ReceiptOutcome]) -> None:
+        """Receipts settled without ``confirm`` failed on the server (reported here)."""
+        self.failed_receipts += len(outcomes)
+        first = outcomes[0]
+        logger.warning(
+            "relaymq: %d receipt(s) of %s failed, e.g. %s: %s",
+            len(outcomes),
+            self.name,
+            first.code,
+            first.message,
+        )
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
