@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -44,6 +44,14 @@ class LogLevel(enum.StrEnum):
     INFO = "info"
     WARNING = "warning"
     ERROR = "error"
+
+
+class AuthMode(enum.StrEnum):
+    """``required``: every request needs credentials. ``anonymous``: requests without
+    credentials act as an administrator (local development only)."""
+
+    REQUIRED = "required"
+    ANONYMOUS = "anonymous"
 
 
 class TomlFileSource(PydanticBaseSettingsSource):
@@ -116,6 +124,69 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: float = Field(
         10, ge=0, description="Longest wait for open requests on shutdown."
     )
+    # -- security and tenancy (docs/security.md) --
+    auth_mode: AuthMode = Field(
+        AuthMode.REQUIRED, description="required, or anonymous (no credentials: admin)."
+    )
+    admin_key: SecretStr | None = Field(
+        None, description="An API key to install as admin key at start (else one is printed)."
+    )
+    jwt_hs256_secret: SecretStr | None = Field(
+        None, description="Shared secret of HS256 JSON Web Tokens (at least 32 bytes)."
+    )
+    jwt_jwks_file: Path | None = Field(None, description="JWKS file of RS256/ES256 JWT keys.")
+    jwt_jwks_url: str | None = Field(None, description="JWKS URL of RS256/ES256 JWT keys.")
+    jwt_jwks_cache_seconds: float = Field(
+        300, gt=0, description="How long a fetched JWKS is trusted before refetching."
+    )
+    jwt_issuer: str | None = Field(None, description="Required `iss` claim of JWTs.")
+    jwt_audience: str | None = Field(None, description="Required `aud` claim of JWTs.")
+    jwt_grants_claim: str = Field("relaymq", description="JWT claim holding the grants.")
+    jwt_leeway_seconds: float = Field(
+        5, ge=0, le=300, description="Clock skew allowed on `exp` and `nbf`."
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate chain: serve HTTPS/WSS.")
+    tls_key: Path | None = Field(None, description="PEM private key of `tls_cert`.")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA bundle: require client certificates it signed (mTLS)."
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to open WebSockets (JSON list; `*` for any).",
+    )
+    max_header_bytes: int = Field(
+        64 * KIBIBYTE, ge=1 * KIBIBYTE, description="Largest HTTP request head (431 above)."
+    )
+    handshake_timeout_seconds: float = Field(
+        10, gt=0, description="Longest time to send a request's head (slowloris)."
+    )
+    keep_alive_timeout_seconds: float = Field(
+        5, gt=0, description="An idle keep-alive HTTP connection is closed after this long."
+    )
+    quota_max_streams: int = Field(
+        0, ge=0, description="Default most streams per namespace (0: no quota)."
+    )
+    quota_max_stored_bytes: int = Field(
+        0, ge=0, description="Default most bytes stored per namespace (0: no quota)."
+    )
+    quota_publish_messages_per_second: float = Field(
+        0, ge=0, description="Default publish rate per namespace in messages/s (0: none)."
+    )
+    quota_publish_bytes_per_second: float = Field(
+        0, ge=0, description="Default publish rate per namespace in bytes/s (0: none)."
+    )
+    quota_max_connections: int = Field(
+        0, ge=0, description="Default most WebSocket and SSE connections per namespace (0: none)."
+    )
+
+    @model_validator(mode="after")
+    def check_tls(self) -> Settings:
+        """``tls_cert`` and ``tls_key`` come together; mTLS needs TLS."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mTLS) needs tls_cert and tls_key")
+        return self
 
     @classmethod
     def settings_customise_sources(

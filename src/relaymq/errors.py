@@ -253,3 +253,19 @@ class RequestTimeout(Unavailable):
     """The server did not answer an SDK request in time."""
 
     code = "request_timeout"
+
+
+# -- security and tenancy (appended) ----------------------------------------------------
+
+
+class QuotaExceeded(RateLimited):
+    """A namespace quota (streams, stored bytes, connections) is used up;
+    ``details`` names the quota, its value and ``retry_after_seconds``."""
+
+    code = "quota_exceeded"
+
+
+class KeyNotFound(NotFound):
+    """No API key with that id (or not one the caller may see)."""
+
+    code = "key_not_found"

@@ -102,9 +102,7 @@ class HttpTransport:
         if params:
             params = {key: value for key, value in params.items() if value is not None}
         try:
-            response = await self._client.request(
-                method, path, json=json, params=params, **options
-            )
+            response = await self._client.request(method, path, json=json, params=params, **options)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exception:
             error = translate(exception)
             error.details["unsent"] = True

@@ -179,7 +179,9 @@ class StreamMessage:
     def to_dict(self) -> dict[str, Any]:
         """The message as JSON-able values (payload as text, else base64)."""
         text, encoding = payload_text(self.payload)
-        fields = {name: getattr(self, name) for name in StreamMessage.__slots__ if name != "payload"}
+        fields = {
+            name: getattr(self, name) for name in StreamMessage.__slots__ if name != "payload"
+        }
         return {**fields, "payload": text, "encoding": encoding}
 
     def __repr__(self) -> str:

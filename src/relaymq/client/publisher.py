@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 from relaymq import errors
 from relaymq.client import protocol
 
+from relaymq.client.models import PublishResult
+
 if TYPE_CHECKING:
     from relaymq.client.connection import Session
-    from relaymq.client.models import PublishResult
 
-PublishFuture = asyncio.Future["PublishResult"]
+PublishFuture = asyncio.Future[PublishResult]
 
 
 class MessageIds:

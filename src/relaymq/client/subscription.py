@@ -33,7 +33,8 @@ logger = logging.getLogger("relaymq.client")
 class Subscription(AsyncIterator[Message]):
     """Messages of one subscription: ``async for message in subscription``.
 
-    Created (and attached) by :meth:`relaymq.AsyncClient.subscribe`. Iteration
+    Created by :meth:`relaymq.AsyncClient.subscribe`; attached to the server on
+    first use (or by :meth:`open` / ``async with``). Iteration
     ends after :meth:`close`; it raises the tree's error if the subscription
     is deleted on the server or the client gives up reconnecting.
     """
@@ -51,7 +52,9 @@ class Subscription(AsyncIterator[Message]):
         self.attached: asyncio.Future[Any] | None = None
         self.failed_receipts = 0
         self._buffer: collections.deque[Message] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._interrupted = False
+        self._opened = False
         self._error: errors.RelayError | None = None
         self._closed = False
 
@@ -78,22 +81,43 @@ class Subscription(AsyncIterator[Message]):
         return message
 
     async def receive(self, timeout_seconds: float | None = None) -> Message | None:
-        """The next message, or ``None`` once closed or after ``timeout_seconds``
-        without one."""
+        """The next message, or ``None`` once closed or interrupted, or after
+        ``timeout_seconds`` without one. Many tasks may wait at once."""
+        if not self._opened:
+            await self.open()
         while not self._buffer:
             if self._error is not None:
                 raise self._error
-            if self._closed:
+            if self._closed or self._interrupted:
                 return None
-            self._waiter = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
             try:
                 async with asyncio.timeout(timeout_seconds):
-                    await self._waiter
+                    await waiter
             except TimeoutError:
-                return None
+                return self._buffer.popleft() if self._buffer else None
             finally:
-                self._waiter = None
+                if not waiter.done():
+                    self._waiters.remove(waiter)
         return self._buffer.popleft()
+
+    async def open(self) -> Subscription:
+        """Attach to the server now (iteration does it by itself on first use)."""
+        if not self._opened:
+            self._opened = True
+            try:
+                await self.session.attach(self)
+            except BaseException:
+                self._opened = False
+                raise
+        return self
+
+    def interrupt(self) -> None:
+        """Make every waiting and later :meth:`receive` return ``None`` (the
+        subscription stays attached; messages in hand can still be settled)."""
+        self._interrupted = True
+        self._wake(len(self._waiters))
 
     async def close(self) -> None:
         """Detach: messages delivered but not acked go back to the server for
@@ -102,11 +126,11 @@ class Subscription(AsyncIterator[Message]):
             return
         self._closed = True
         self._buffer.clear()
-        self._wake()
+        self._wake(len(self._waiters))
         await self.session.detach(self)
 
     async def __aenter__(self) -> Subscription:
-        return self
+        return await self.open()
 
     async def __aexit__(
         self,
@@ -164,7 +188,7 @@ class Subscription(AsyncIterator[Message]):
         if self._closed:
             return
         self._buffer.extend(Message(item, self, generation) for item in items)
-        self._wake()
+        self._wake(len(items))
 
     def connection_lost(self) -> None:
         """The connection dropped: buffered messages are stale (they come again)."""
@@ -174,7 +198,7 @@ class Subscription(AsyncIterator[Message]):
     def failed(self, error: errors.RelayError) -> None:
         """The subscription ended on the server, or the session gave up."""
         self._error = error
-        self._wake()
+        self._wake(len(self._waiters))
 
     def receipts_failed(self, outcomes: list[protocol.ReceiptOutcome]) -> None:
         """Receipts settled without ``confirm`` failed on the server (reported here)."""
@@ -188,6 +212,10 @@ class Subscription(AsyncIterator[Message]):
             first.message,
         )
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+    def _wake(self, count: int) -> None:
+        """Wake up to ``count`` waiting receivers."""
+        while count > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                count -= 1

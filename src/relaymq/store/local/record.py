@@ -164,23 +164,28 @@ def frame_length(data: bytes | memoryview, position: int) -> int | None:
 def decode_message(data: bytes | memoryview, frame: Frame) -> Message:
     """Build the message stored in a checked ``frame`` of ``data``."""
     body = memoryview(data)[frame.position + RECORD_HEADER_BYTES : frame.end]
+    return decode_body(body, frame.offset, frame.timestamp_ms, frame.position)
+
+
+def decode_body(body: bytes | memoryview, offset: int, timestamp_ms: int, position: int) -> Message:
+    """Build a message from a checked record body and its header fields."""
     try:
         subject, key, headers, id_, deliver_at_ms, priority, expires_at_ms, payload = (
             _body_decoder.decode(body)
         )
     except msgspec.DecodeError as error:
-        raise FrameError(f"bad record body: {error}", frame.position) from error
+        raise FrameError(f"bad record body: {error}", position) from error
     return Message(
         subject=subject,
         payload=payload,
         key=key,
         headers=headers,
         id=id_,
-        timestamp_ms=frame.timestamp_ms,
+        timestamp_ms=timestamp_ms,
         deliver_at_ms=deliver_at_ms,
         priority=priority,
         expires_at_ms=expires_at_ms,
-        offset=frame.offset,
+        offset=offset,
     )
 
 

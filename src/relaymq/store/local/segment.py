@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from crc32c import crc32c
+
 from relaymq.core.message import Message
 from relaymq.errors import CorruptRecord
 from relaymq.store.local import record
@@ -296,25 +298,30 @@ class Segment:
         self, from_offset: int, end_offset: int, max_messages: int, max_bytes: int
     ) -> tuple[list[Message], int]:
         """Messages in ``[from_offset, end_offset)`` up to the limits, and the bytes they
-        took; the first one is returned whatever its size (blocking)."""
-        messages: list[Message] = []
-        used_bytes = 0
-        for data, frame in self._frames_from(from_offset, self._position_for_offset(from_offset)):
-            if frame.offset >= end_offset:
-                break
-            if frame.offset < from_offset:
-                continue
-            frame_bytes = frame.end - frame.position
-            if messages and used_bytes + frame_bytes > max_bytes:
-                break
+        took; the first one is returned whatever its size (blocking).
+
+        The hot path of every consumer that is behind: one tight loop per chunk with
+        the same checks as :meth:`_frames_from` (length, CRC, offset sequence), but no
+        generator and no per-record ``Frame`` object.
+        """
+        run = _ReadRun(from_offset, end_offset, max_messages, max_bytes)
+        position, run.expected_offset = self._position_for_offset(from_offset)
+        limit = self.readable_bytes
+        chunk_bytes = READ_CHUNK_BYTES
+        while position < limit and not run.finished:
+            if self.damaged_at_offset is not None and run.expected_offset >= self.damaged_at_offset:
+                raise self._corrupt("damaged record found on open", run.expected_offset)
+            data = os.pread(self._file_descriptor, min(limit - position, chunk_bytes), position)
             try:
-                messages.append(record.decode_message(data, frame))
+                consumed, needed_bytes = run.decode_chunk(data)
             except record.FrameError as error:
-                raise self._corrupt(error.reason, frame.offset) from error
-            used_bytes += frame_bytes
-            if len(messages) >= max_messages or used_bytes >= max_bytes:
-                break
-        return messages, used_bytes
+                raise self._corrupt(error.reason, run.expected_offset) from error
+            if consumed == 0 and not run.finished:
+                if position + needed_bytes > limit or len(data) == limit - position:
+                    raise self._corrupt("record runs past the end", run.expected_offset)
+                chunk_bytes = max(chunk_bytes, needed_bytes)
+            position += consumed
+        return run.messages, run.used_bytes
 
     def offset_for_timestamp(
         self, timestamp_ms: int, from_offset: int, end_offset: int
@@ -395,3 +402,76 @@ def _log_dropped(path: Path, position: int, dropped_bytes: int, reason: str) -> 
         position,
         reason,
     )
+
+
+class _ReadRun:
+    """The state of one :meth:`Segment.read`: what is wanted, what was decoded so far."""
+
+    __slots__ = (
+        "end_offset",
+        "expected_offset",
+        "finished",
+        "from_offset",
+        "max_bytes",
+        "max_messages",
+        "messages",
+        "used_bytes",
+    )
+
+    def __init__(
+        self, from_offset: int, end_offset: int, max_messages: int, max_bytes: int
+    ) -> None:
+        self.from_offset = from_offset
+        self.end_offset = end_offset
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.expected_offset = 0
+        self.messages: list[Message] = []
+        self.used_bytes = 0
+        self.finished = False
+
+    def decode_chunk(self, data: bytes) -> tuple[int, int]:
+        """Decode whole records of ``data``; return the bytes consumed and, if a record
+        was cut by the chunk's end, the bytes that record needs (else 0).
+
+        Raises :class:`record.FrameError` at a bad length, CRC or offset.
+        """
+        view = memoryview(data)
+        size = len(data)
+        unpack = record.RECORD_HEADER.unpack_from
+        header_bytes = record.RECORD_HEADER_BYTES
+        prefix_bytes = record.FRAME_PREFIX_BYTES
+        minimum_length = record.OFFSET_AND_TIMESTAMP.size
+        messages = self.messages
+        cursor = 0
+        while cursor + header_bytes <= size:
+            length, crc, offset, timestamp_ms = unpack(data, cursor)
+            if length < minimum_length or length > record.MAX_RECORD_BYTES:
+                raise record.FrameError(f"bad record length {length}", cursor)
+            end = cursor + prefix_bytes + length
+            if end > size:
+                return cursor, prefix_bytes + length
+            if crc32c(view[cursor + prefix_bytes : end]) != crc:
+                raise record.FrameError("crc mismatch", cursor)
+            if offset != self.expected_offset:
+                raise record.FrameError("offset out of sequence", cursor)
+            self.expected_offset = offset + 1
+            if offset >= self.end_offset:
+                self.finished = True
+                return cursor, 0
+            if offset >= self.from_offset:
+                frame_bytes = end - cursor
+                if messages and self.used_bytes + frame_bytes > self.max_bytes:
+                    self.finished = True
+                    return cursor, 0
+                messages.append(
+                    record.decode_body(
+                        view[cursor + header_bytes : end], offset, timestamp_ms, cursor
+                    )
+                )
+                self.used_bytes += frame_bytes
+                if len(messages) >= self.max_messages or self.used_bytes >= self.max_bytes:
+                    self.finished = True
+                    return end, 0
+            cursor = end
+        return cursor, header_bytes if cursor < size else 0
