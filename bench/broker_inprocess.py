@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import uvloop
+
 from relaymq.broker import Broker, BrokerSettings
 from relaymq.core.message import Message
 from relaymq.store.base import FsyncPolicy
@@ -29,8 +31,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=300_000)
     parser.add_argument("--payload-bytes", type=int, default=256)
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--publishers", type=int, default=4)
-    parser.add_argument("--consumers", type=int, default=2)
+    parser.add_argument("--publishers", type=int, default=16)
+    parser.add_argument("--consumers", type=int, default=4)
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument(
         "--fsync", choices=[policy.value for policy in FsyncPolicy], default="batch"
@@ -70,10 +72,11 @@ async def consume_all(broker: Broker, queue: str, total: int, batch: int, consum
     return received
 
 
-async def timed(coroutine: object) -> float:
-    started = time.perf_counter()
+async def timed(coroutine: object) -> tuple[float, float]:
+    """Wall seconds and process CPU seconds spent awaiting ``coroutine``."""
+    started, started_cpu = time.perf_counter(), time.process_time()
     await coroutine  # type: ignore[misc]
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - started_cpu
 
 
 async def run(arguments: argparse.Namespace) -> dict[str, float]:
@@ -87,15 +90,15 @@ async def run(arguments: argparse.Namespace) -> dict[str, float]:
                 await broker.create_queue(
                     "default", queue, partitions=arguments.partitions, dead_letter=False
                 )
-            publish_seconds = await timed(
+            publish_seconds, publish_cpu = await timed(
                 publish_all(
                     broker, "backlog", total, arguments.batch, arguments.publishers, payload
                 )
             )
-            consume_seconds = await timed(
+            consume_seconds, consume_cpu = await timed(
                 consume_all(broker, "backlog", total, arguments.batch, arguments.consumers)
             )
-            mixed_seconds = await timed(
+            mixed_seconds, mixed_cpu = await timed(
                 asyncio.gather(
                     publish_all(
                         broker, "mixed", total, arguments.batch, arguments.publishers, payload
@@ -110,12 +113,15 @@ async def run(arguments: argparse.Namespace) -> dict[str, float]:
         "publish_msgs_per_second": total / publish_seconds,
         "consume_ack_msgs_per_second": total / consume_seconds,
         "mixed_end_to_end_msgs_per_second": total / mixed_seconds,
+        "publish_cpu_us_per_msg": publish_cpu / total * 1e6,
+        "consume_ack_cpu_us_per_msg": consume_cpu / total * 1e6,
+        "mixed_cpu_us_per_msg": mixed_cpu / total * 1e6,
     }
 
 
 def main() -> None:
     arguments = parse_arguments()
-    figures = asyncio.run(run(arguments))
+    figures = uvloop.run(run(arguments))
     if arguments.json:
         print(json.dumps(figures))
         return
@@ -124,12 +130,12 @@ def main() -> None:
         f" batch {arguments.batch},"
         f" fsync={arguments.fsync}, partitions={arguments.partitions}"
     )
-    for name in (
-        "publish_msgs_per_second",
-        "consume_ack_msgs_per_second",
-        "mixed_end_to_end_msgs_per_second",
+    for phase, rate, cpu in (
+        ("publish", "publish_msgs_per_second", "publish_cpu_us_per_msg"),
+        ("consume+ack", "consume_ack_msgs_per_second", "consume_ack_cpu_us_per_msg"),
+        ("mixed end to end", "mixed_end_to_end_msgs_per_second", "mixed_cpu_us_per_msg"),
     ):
-        print(f"{name:34} {figures[name]:>12,.0f}")
+        print(f"{phase:18} {figures[rate]:>10,.0f} msg/s   {figures[cpu]:5.2f} us CPU/msg")
 
 
 if __name__ == "__main__":

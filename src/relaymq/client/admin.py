@@ -309,7 +309,9 @@ class Subscriptions(Resource):
     async def redrive(self, name: str, *, max_messages: int | None = None) -> int:
         """Publish dead letters back to the stream for another try; how many."""
         body = await self.http.request(
-            "POST", self.path(name, "dead-letters", "redrive"), json=settings(max_messages=max_messages)
+            "POST",
+            self.path(name, "dead-letters", "redrive"),
+            json=settings(max_messages=max_messages),
         )
         return int(body["redriven"])
 
@@ -369,7 +371,9 @@ class Queues(Resource):
     async def redrive(self, name: str, *, max_messages: int | None = None) -> int:
         """Move dead letters back into the queue; how many."""
         body = await self.http.request(
-            "POST", self.path(name, "dead-letters", "redrive"), json=settings(max_messages=max_messages)
+            "POST",
+            self.path(name, "dead-letters", "redrive"),
+            json=settings(max_messages=max_messages),
         )
         return int(body["redriven"])
 

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from relaymq import errors
 from relaymq.client import protocol
-
 from relaymq.client.models import PublishResult
 
 if TYPE_CHECKING:
