@@ -655,8 +655,8 @@ class Broker:
     ) -> list[RelayError | None]:
         """Acknowledge deliveries; per receipt, ``None`` or the error that applied."""
         handle = self._subscription(namespace, subscription)
-        outcomes = await handle.settle(receipts, handle.dispatcher.ack, self._clock_ms)
-        return [outcome if isinstance(outcome, RelayError) else None for outcome in outcomes]
+        # ``dispatcher.ack`` returns None when applied, so the outcomes are already the answer.
+        return await handle.settle(receipts, handle.dispatcher.ack, self._clock_ms)
 
     async def nack(
         self,

@@ -192,7 +192,7 @@ class SubscriptionHandle:
     def _count_deliveries(self, deliveries: list[Delivery]) -> None:
         self._dirty = True
         self.delivered_messages += len(deliveries)
-        self.delivered_bytes += sum(len(delivery.message.payload) for delivery in deliveries)
+        self.delivered_bytes += sum([len(delivery.message.payload) for delivery in deliveries])
 
     async def fill(self, wanted: int) -> None:
         """Read ahead from each partition log into its cursor, as far as demand and room allow."""
