@@ -1,6 +1,9 @@
 """The server process: one broker, the HTTP app in front of it, and their lifecycle.
 
-Start-up: open the broker (recovering the store), build the app, listen.
+Start-up: open the broker (recovering the store) and the security services
+(on the very first start this mints an admin API key and prints it once, to
+stdout; only its hash is kept), build the app, listen (HTTPS, and mTLS, when
+configured).
 Shutdown (SIGTERM or SIGINT, or :meth:`Server.request_shutdown`): uvicorn stops
 accepting connections, open long-polls return empty at once (see
 :mod:`relaymq.api.http.draining`), other requests get up to
@@ -15,6 +18,8 @@ import asyncio
 import logging
 import signal
 import socket
+import ssl
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +30,8 @@ from fastapi import FastAPI
 
 from relaymq.api.app import create_app
 from relaymq.api.http.draining import begin_draining
+from relaymq.api.http.protocol import guarded_protocol
+from relaymq.auth.security import Security
 from relaymq.broker import Broker
 from relaymq.config import Settings
 from relaymq.logging import configure_logging
@@ -61,8 +68,11 @@ class Server:
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         """Open the broker, serve until asked to stop, then close the broker."""
         broker = await Broker.open(self.settings.broker_settings())
+        security: Security | None = None
         try:
-            self.app = create_app(broker, self.settings)
+            security = Security.open(self.settings)
+            announce_admin_key(await security.bootstrap())
+            self.app = create_app(broker, self.settings, security)
             self._uvicorn = DrainingUvicorn(self.uvicorn_config(self.app), self.app)
             if self._shutdown_requested:
                 return
@@ -70,6 +80,8 @@ class Server:
         finally:
             logger.info("closing the broker")
             await broker.close()
+            if security is not None:
+                security.close()
             logger.info("broker closed")
 
     async def _serve_until_stopped(self, sockets: list[socket.socket] | None) -> None:
@@ -83,19 +95,25 @@ class Server:
         await server_task
 
     def uvicorn_config(self, app: FastAPI) -> uvicorn.Config:
-        """Uvicorn's settings: our loop, limits and logging, no config of its own."""
+        """Uvicorn's settings: our loop, limits, timeouts, TLS and logging, no
+        config of its own."""
+        settings = self.settings
         return uvicorn.Config(
             app,
-            host=self.settings.host,
-            port=self.settings.port,
+            host=settings.host,
+            port=settings.port,
             loop="none",
+            http=guarded_protocol(settings.handshake_timeout_seconds, settings.max_header_bytes),
             log_config=None,
             access_log=True,
-            limit_concurrency=self.settings.max_connections,
-            timeout_graceful_shutdown=round(self.settings.shutdown_timeout_seconds),
-            ws_max_size=self.settings.ws_max_frame_bytes,
+            limit_concurrency=settings.max_connections,
+            timeout_keep_alive=max(1, round(settings.keep_alive_timeout_seconds)),
+            timeout_graceful_shutdown=round(settings.shutdown_timeout_seconds),
+            ws_max_size=settings.ws_max_frame_bytes,
+            h11_max_incomplete_event_size=settings.max_header_bytes,
             server_header=False,
             lifespan="on",
+            **tls_options(settings),
         )
 
     def request_shutdown(self) -> None:
@@ -113,6 +131,34 @@ class Server:
             for listener in server.sockets:
                 return listener.getsockname()[1]
         return None
+
+
+def tls_options(settings: Settings) -> dict[str, object]:
+    """Uvicorn's TLS options: HTTPS with ``tls_cert``/``tls_key``, and client
+    certificates required (mTLS) with ``tls_client_ca``."""
+    if settings.tls_cert is None:
+        return {}
+    options: dict[str, object] = {
+        "ssl_certfile": str(settings.tls_cert),
+        "ssl_keyfile": str(settings.tls_key),
+    }
+    if settings.tls_client_ca is not None:
+        options["ssl_ca_certs"] = str(settings.tls_client_ca)
+        options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    return options
+
+
+def announce_admin_key(token: str | None) -> None:
+    """Print a freshly minted admin key once, to stdout (never to the log)."""
+    if token is None:
+        return
+    print(
+        "RelayMQ created an admin API key. It is shown this once; only its hash is kept.\n"
+        f"  export RELAYMQ_TOKEN={token}\n",
+        file=sys.stdout,
+        flush=True,
+    )
+    logger.info("created the first admin API key (printed to stdout, not logged)")
 
 
 def run(settings: Settings) -> None:

@@ -138,8 +138,9 @@ class CursorMachine(RuleBasedStateMachine):
         return result or True
 
     def _in_flight_offsets(self, partition: int) -> list[int]:
-        # White box: the offsets the cursor currently has leased out.
-        return sorted(self.dispatcher.cursors[partition]._in_flight)
+        # White box: the offsets the cursor currently has leased out (keyed by receipt).
+        in_flight = self.dispatcher.cursors[partition]._in_flight
+        return sorted(entry.offset for entry in in_flight.values())
 
     def _dead_pending_offsets(self, partition: int) -> set[int]:
         # White box: dead letters found lazily by take() wait for the next expire().

@@ -5,6 +5,10 @@
 on an ephemeral port, with a temporary data directory. Tests talk to it with
 real ``httpx`` clients. Each test gets its own namespace, so tests share one
 server without seeing each other's resources.
+
+Servers run with authentication required, as in production: they install
+:data:`ADMIN_TOKEN` as their admin key, and the clients here send it
+(:data:`AUTH_HEADERS`), so every existing test also exercises authentication.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from relaymq.config import Settings
 from relaymq.server import Server, run_event_loop
 
 KIBIBYTE = 1024
+ADMIN_TOKEN = "rmq_0123456789abcdef_" + "A" * 43
+"""The server-wide admin API key every test server installs (``admin_key``)."""
+AUTH_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 START_TIMEOUT_SECONDS = 15
 STOP_TIMEOUT_SECONDS = 15
 
@@ -71,8 +78,9 @@ def listening_socket() -> socket.socket:
 
 
 def start_server(data_dir: Path, **overrides: Any) -> RunningServer:
-    """Start a server on an ephemeral port and wait until it accepts requests."""
-    settings = Settings(data_dir=data_dir, **{**TEST_LIMITS, **overrides})
+    """Start a server on an ephemeral port and wait until it accepts requests
+    (``tls_cert`` given: HTTPS, and ``base_url`` says so)."""
+    settings = Settings(data_dir=data_dir, **{**TEST_LIMITS, "admin_key": ADMIN_TOKEN, **overrides})
     server = Server(settings)
     sock = listening_socket()
     port = sock.getsockname()[1]
@@ -83,7 +91,8 @@ def start_server(data_dir: Path, **overrides: Any) -> RunningServer:
     if not server.started.wait(START_TIMEOUT_SECONDS):
         server.request_shutdown()
         raise RuntimeError("server did not start")
-    return RunningServer(server, thread, f"http://127.0.0.1:{port}", data_dir)
+    scheme = "https" if settings.tls_cert is not None else "http"
+    return RunningServer(server, thread, f"{scheme}://127.0.0.1:{port}", data_dir)
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +108,7 @@ def running_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
 @pytest.fixture
 def http(running_server: RunningServer) -> Iterator[httpx.Client]:
     """A client of the server's root (``/healthz``, ``/v1/...``)."""
-    with httpx.Client(base_url=running_server.base_url, timeout=30) as client:
+    with httpx.Client(base_url=running_server.base_url, timeout=30, headers=AUTH_HEADERS) as client:
         yield client
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.server.conftest import Api, RunningServer, expect, start_server
+from tests.server.conftest import AUTH_HEADERS, Api, RunningServer, expect, start_server
 
 NO_BACKOFF = {"initial_ms": 0, "max_ms": 0, "multiplier": 1.0, "jitter": 0.0}
 
@@ -245,7 +245,7 @@ def test_list_get_purge_delete_queues(api: Api) -> None:
 async def test_long_poll_wakes_up_on_publish(running_server: RunningServer, api: Api) -> None:
     create_queue(api, "wakeup")
     prefix = f"{running_server.base_url}{api.prefix}/queues/wakeup"
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=AUTH_HEADERS) as client:
         started = time.monotonic()
         waiting = asyncio.create_task(
             client.post(f"{prefix}/fetch", json={"max_messages": 1, "wait_ms": 5_000})
@@ -263,7 +263,7 @@ async def test_long_poll_wakes_up_on_publish(running_server: RunningServer, api:
 async def test_shutdown_releases_long_polls_at_once(tmp_path: Path) -> None:
     running = start_server(tmp_path / "data")
     prefix = f"{running.base_url}/v1/namespaces/default/queues/idle"
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=AUTH_HEADERS) as client:
         expect(
             await client.post(
                 f"{running.base_url}/v1/namespaces/default/queues", json={"name": "idle"}

@@ -8,7 +8,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from tests.server.conftest import Api, RunningServer
+from tests.server.conftest import AUTH_HEADERS, Api, RunningServer
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -84,7 +84,7 @@ async def test_open_connections_count_websockets(
 ) -> None:
     url = running_server.base_url.replace("http://", "ws://") + "/v1/namespaces/default/ws"
     baseline = value(scrape(http), "relaymq_open_connections", protocol="websocket")
-    async with connect(url) as websocket:
+    async with connect(url, additional_headers=AUTH_HEADERS) as websocket:
         await websocket.send(json.dumps({"op": "ping"}))
         await websocket.recv()
         opened = value(scrape(http), "relaymq_open_connections", protocol="websocket")

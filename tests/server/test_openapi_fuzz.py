@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.server.conftest import RunningServer, start_server
+from tests.server.conftest import AUTH_HEADERS, RunningServer, start_server
 
 CHECKS = [
     not_a_server_error,
@@ -71,7 +71,7 @@ def fuzz_operation(operation: schemathesis.APIOperation, mode: GenerationMode) -
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def check(case: schemathesis.Case) -> None:
-        case.call_and_validate(checks=CHECKS, timeout=REQUEST_TIMEOUT_SECONDS)
+        case.call_and_validate(checks=CHECKS, timeout=REQUEST_TIMEOUT_SECONDS, headers=AUTH_HEADERS)
 
     check()
 

@@ -1,5 +1,8 @@
 """``relaymq serve`` as users run it: a subprocess, the README tour, SIGTERM, restart.
 
+The first start of a data directory prints an admin API key to stdout; the
+tests read it from there (:func:`printed_token`), as a user would.
+
 Also the settings precedence (flags > environment > TOML file > defaults) and
 that the README's configuration reference lists every setting.
 """
@@ -7,12 +10,14 @@ that the README's configuration reference lists every setting.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +34,9 @@ RELAYMQ = Path(sys.executable).with_name("relaymq")
 README = Path(__file__).resolve().parents[2] / "README.md"
 START_TIMEOUT_SECONDS = 20
 STOP_TIMEOUT_SECONDS = 20
+TOKEN_PATTERN = re.compile(r"RELAYMQ_TOKEN=(rmq_\S+)")
+PRINTED: dict[int, list[str]] = {}
+"""What each running ``relaymq serve`` printed to stdout, by process id."""
 
 
 def free_port() -> int:
@@ -39,11 +47,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def relaymq_serve(data_dir: Path, *flags: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def relaymq_serve(
+    data_dir: Path, *flags: str, **environment_overrides: str
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Run ``relaymq serve`` until the block ends (killed if still running then)."""
+    environment = {**os.environ, **environment_overrides}
     port = free_port()
     command = [str(RELAYMQ), "serve", "--port", str(port), "--data-dir", str(data_dir), *flags]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
+    )
+    collect_stdout(process)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(process, base_url)
@@ -52,6 +66,32 @@ def relaymq_serve(data_dir: Path, *flags: str) -> Iterator[tuple[subprocess.Pope
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+def collect_stdout(process: subprocess.Popen[str]) -> None:
+    """Read the server's stdout in the background into :data:`PRINTED`."""
+    lines = PRINTED.setdefault(process.pid, [])
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+
+
+def printed_token(process: subprocess.Popen[str]) -> str:
+    """The admin API key a first start printed."""
+    for line in PRINTED[process.pid]:
+        match = TOKEN_PATTERN.search(line)
+        if match:
+            return match.group(1)
+    raise AssertionError(f"no admin key printed: {PRINTED[process.pid]}")
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header of a token."""
+    return {"Authorization": f"Bearer {token}"}
 
 
 def wait_until_ready(process: subprocess.Popen[str], base_url: str) -> None:
@@ -85,8 +125,10 @@ def readme_shell_blocks() -> str:
 def test_readme_tour_runs_against_relaymq_serve(tmp_path: Path) -> None:
     with relaymq_serve(tmp_path / "data") as (process, base_url):
         script = readme_shell_blocks().replace("http://127.0.0.1:8765", base_url)
+        environment = {**os.environ, "RELAYMQ_TOKEN": printed_token(process)}
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", script],
+            env=environment,
             capture_output=True,
             text=True,
             timeout=60,
@@ -108,9 +150,10 @@ def test_readme_tour_runs_against_relaymq_serve(tmp_path: Path) -> None:
     assert [message["payload"] for message in replay["messages"]] == ["1", "2"]
 
 
-def tour(base_url: str) -> None:
+def tour(base_url: str, token: str) -> None:
     """The README tour in Python, leaving one message unacked in the queue."""
-    with httpx.Client(base_url=f"{base_url}/v1/namespaces/default", timeout=10) as client:
+    root = f"{base_url}/v1/namespaces/default"
+    with httpx.Client(base_url=root, timeout=10, headers=bearer(token)) as client:
         expect(client.post("/queues", json={"name": "orders"}), 201)
         body = {"messages": [{"payload": "order #1"}, {"payload": "order #2"}]}
         expect(client.post("/queues/orders/messages", json=body), 200)
@@ -129,9 +172,10 @@ def tour(base_url: str) -> None:
         expect(client.post("/publish", json={"messages": clicks}), 200)
 
 
-def check_after_restart(base_url: str) -> None:
+def check_after_restart(base_url: str, token: str) -> None:
     """What the tour left is all still there after a restart, acked work excluded."""
-    with httpx.Client(base_url=f"{base_url}/v1/namespaces/default", timeout=10) as client:
+    root = f"{base_url}/v1/namespaces/default"
+    with httpx.Client(base_url=root, timeout=10, headers=bearer(token)) as client:
         fetched = expect(client.post("/queues/orders/fetch", json={"max_messages": 10}), 200)
         assert [message["payload"] for message in fetched["messages"]] == ["order #2"]
         for name in ("billing", "audit"):
@@ -144,15 +188,17 @@ def check_after_restart(base_url: str) -> None:
 def test_sigterm_exits_cleanly_and_messages_survive_a_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     with relaymq_serve(data_dir, "--log-format", "json") as (process, base_url):
-        tour(base_url)
+        token = printed_token(process)
+        tour(base_url, token)
         log = terminate(process)
     records = [json.loads(line) for line in log.splitlines() if line.strip()]
     assert {"time", "level", "logger", "message"} <= set(records[0])
     assert any(record["message"] == "broker closed" for record in records)
 
     with relaymq_serve(data_dir) as (process, base_url):
-        check_after_restart(base_url)
+        check_after_restart(base_url, token)
         terminate(process)
+    assert not any(TOKEN_PATTERN.search(line) for line in PRINTED[process.pid])
 
 
 def test_sigint_also_exits_cleanly(tmp_path: Path) -> None:

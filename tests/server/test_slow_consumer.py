@@ -27,6 +27,7 @@ Claims checked:
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -41,6 +42,8 @@ import msgspec
 import psutil
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+
+from tests.server.conftest import ADMIN_TOKEN, AUTH_HEADERS
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +113,8 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
         "--log-level",
         "warning",
     ]
-    process = subprocess.Popen(command)
+    environment = {**os.environ, "RELAYMQ_ADMIN_KEY": ADMIN_TOKEN}
+    process = subprocess.Popen(command, env=environment)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(base_url, process)
@@ -123,7 +127,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 def create(base_url: str, stream: str, subscriptions: list[str]) -> None:
     """A stream ``{stream}`` capturing ``{stream}.>`` and shared subscriptions on it
     (with leases long enough that nothing expires during the test)."""
-    with httpx.Client(base_url=base_url + "/v1/namespaces/default") as http:
+    with httpx.Client(base_url=base_url + "/v1/namespaces/default", headers=AUTH_HEADERS) as http:
         body = {"name": stream, "subjects": [f"{stream}.>"]}
         assert http.post("/streams", json=body).status_code == 201
         for name in subscriptions:
@@ -146,7 +150,7 @@ async def produce(url: str, stream: str) -> None:
     payload = b"p" * PAYLOAD_BYTES
     frames = MESSAGES // MESSAGES_PER_FRAME
     messages = [{"subject": f"{stream}.event", "payload": payload}] * MESSAGES_PER_FRAME
-    async with connect(url, max_size=None) as websocket:
+    async with connect(url, max_size=None, additional_headers=AUTH_HEADERS) as websocket:
 
         async def confirms() -> None:
             for _ in range(frames):
@@ -161,7 +165,7 @@ async def produce(url: str, stream: str) -> None:
 
 async def consume_all(url: str, subscription: str) -> None:
     """Receive and ack :data:`MESSAGES` messages of ``subscription``."""
-    async with connect(url, max_size=None) as websocket:
+    async with connect(url, max_size=None, additional_headers=AUTH_HEADERS) as websocket:
         subscribe = {"op": "subscribe", "sub": "s", "subscription": subscription}
         await send(websocket, {**subscribe, "credit": FAST_CREDIT})
         received = 0
@@ -226,7 +230,7 @@ async def test_slow_consumer_holds_exactly_its_credit_and_costs_nothing(
     create(server.base_url, "load", ["load-fast", "load-slow"])
     baseline_seconds = await timed_run(server.ws_url, "baseline", "baseline-fast")
 
-    async with connect(server.ws_url) as websocket:
+    async with connect(server.ws_url, additional_headers=AUTH_HEADERS) as websocket:
         subscribe = {"op": "subscribe", "sub": "slow", "subscription": "load-slow"}
         await send(websocket, {**subscribe, "credit": SLOW_CREDIT})
         slow = SlowConsumer(websocket)

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.conftest import Api, RunningServer, expect_error, start_server
+from tests.server.conftest import AUTH_HEADERS, Api, RunningServer, expect_error, start_server
 
 EVENT_TIMEOUT_SECONDS = 10
 
@@ -85,7 +85,7 @@ async def events(
     headers = options.pop("headers", {})
     url = f"{server.base_url}/v1/namespaces/{namespace}/streams/{stream}/events"
     async with (
-        httpx.AsyncClient(timeout=30) as client,
+        httpx.AsyncClient(timeout=30, headers=AUTH_HEADERS) as client,
         client.stream("GET", url, params=options, headers=headers) as response,
     ):
         assert response.status_code == 200, await response.aread()
@@ -229,7 +229,7 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
 
 async def test_event_streams_are_limited(small_server: RunningServer) -> None:
     url = "/v1/namespaces/default/streams/limited/events"
-    async with httpx.AsyncClient(base_url=small_server.base_url) as http:
+    async with httpx.AsyncClient(base_url=small_server.base_url, headers=AUTH_HEADERS) as http:
         await http.post("/v1/namespaces/default/streams", json={"name": "limited"})
         async with events(small_server, "default", "limited"):
             expect_error(await http.get(url), 503, "too_many_connections")

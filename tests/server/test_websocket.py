@@ -17,7 +17,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.server.conftest import Api, RunningServer, start_server
+from tests.server.conftest import AUTH_HEADERS, Api, RunningServer, start_server
 
 RECEIVE_TIMEOUT_SECONDS = 10
 
@@ -107,7 +107,9 @@ class Client:
 @pytest.fixture
 async def client(running_server: RunningServer, api: Api) -> AsyncIterator[Client]:
     """A WebSocket client on the test's namespace."""
-    async with connect(ws_url(running_server, api.namespace), max_size=None) as websocket:
+    async with connect(
+        ws_url(running_server, api.namespace), max_size=None, additional_headers=AUTH_HEADERS
+    ) as websocket:
         yield Client(websocket)
 
 
@@ -222,7 +224,9 @@ async def test_disconnect_hands_unacked_messages_to_another_consumer(
     create_stream(api, "orders")
     create_subscription(api, "work", "orders", ack_timeout_ms=600_000)
     await client.publish(1, "orders.created")
-    async with connect(ws_url(running_server, api.namespace)) as websocket:
+    async with connect(
+        ws_url(running_server, api.namespace), additional_headers=AUTH_HEADERS
+    ) as websocket:
         leaver = Client(websocket)
         await leaver.send({"op": "subscribe", "sub": "a", "subscription": "work", "credit": 5})
         [taken] = await leaver.messages("a", 1)
@@ -314,14 +318,18 @@ async def test_oversize_frame_closes_1009_and_the_server_stays_up(
     with pytest.raises(ConnectionClosed):
         await client.receive()
     assert client.websocket.close_code == 1009
-    async with connect(ws_url(running_server, api.namespace)) as websocket:
+    async with connect(
+        ws_url(running_server, api.namespace), additional_headers=AUTH_HEADERS
+    ) as websocket:
         again = Client(websocket)
         await again.send({"op": "ping", "seq": 1})
         assert await again.next("pong") == {"op": "pong", "seq": 1}
 
 
 async def test_unknown_namespace_is_refused(running_server: RunningServer) -> None:
-    async with connect(ws_url(running_server, "no-such-namespace")) as websocket:
+    async with connect(
+        ws_url(running_server, "no-such-namespace"), additional_headers=AUTH_HEADERS
+    ) as websocket:
         client = Client(websocket)
         error = await client.receive()
         assert error["code"] == "namespace_not_found"
@@ -339,7 +347,9 @@ def impatient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runni
 
 
 async def test_idle_connection_is_closed(impatient_server: RunningServer) -> None:
-    async with connect(ws_url(impatient_server, "default")) as websocket:
+    async with connect(
+        ws_url(impatient_server, "default"), additional_headers=AUTH_HEADERS
+    ) as websocket:
         started = asyncio.get_running_loop().time()
         with pytest.raises(ConnectionClosed):
             async with asyncio.timeout(5):
@@ -349,7 +359,9 @@ async def test_idle_connection_is_closed(impatient_server: RunningServer) -> Non
 
 
 async def test_pings_keep_a_connection_open(impatient_server: RunningServer) -> None:
-    async with connect(ws_url(impatient_server, "default")) as websocket:
+    async with connect(
+        ws_url(impatient_server, "default"), additional_headers=AUTH_HEADERS
+    ) as websocket:
         client = Client(websocket)
         for seq in range(8):  # 2.4 s, well past the 1 s idle timeout
             await client.send({"op": "ping", "seq": seq})

@@ -18,6 +18,7 @@ from pydantic.json_schema import models_json_schema
 from relaymq import __version__
 from relaymq.api import metrics, sse, websocket
 from relaymq.api.http import (
+    admin,
     consume,
     health,
     namespaces,
@@ -27,9 +28,12 @@ from relaymq.api.http import (
     subscriptions,
     topics,
 )
+from relaymq.api.http.auth import AUTHORIZED, AuditTrail, check_rules
 from relaymq.api.http.draining import install_draining
 from relaymq.api.http.errors import install_error_handlers
 from relaymq.api.http.limits import BodySizeLimit
+from relaymq.auth.gate import QuotaGate
+from relaymq.auth.security import Security
 from relaymq.broker import Broker
 from relaymq.config import Settings
 
@@ -39,8 +43,10 @@ Every resource lives in a namespace (`default` always exists). Every error has
 the body `{"error": {"code", "message", "details"}}` with a stable `code`.
 """
 
+PUBLIC_PATHS = ("/healthz", "/readyz")
+"""Routes served without credentials (the probes; the OpenAPI document and docs too)."""
+
 ROUTERS = (
-    health.router,
     namespaces.router,
     streams.router,
     publish.router,
@@ -48,11 +54,15 @@ ROUTERS = (
     consume.router,
     queues.router,
     topics.router,
+    admin.router,
 )
+"""The protected REST resources: every route passes :func:`relaymq.api.http.auth.authorize`."""
 
 
-def create_app(broker: Broker, settings: Settings) -> FastAPI:
-    """The FastAPI app serving ``broker`` with the limits in ``settings``."""
+def create_app(broker: Broker, settings: Settings, security: Security) -> FastAPI:
+    """The FastAPI app serving ``broker`` with the limits in ``settings``; adapters
+    see the broker behind ``security``'s quotas, and every route but the probes
+    is authenticated and authorized."""
     app = FastAPI(
         title="RelayMQ",
         version=__version__,
@@ -61,16 +71,21 @@ def create_app(broker: Broker, settings: Settings) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
     )
-    app.state.broker = broker
+    gated = QuotaGate(broker, security.quotas)
+    app.state.broker = gated
     app.state.settings = settings
+    app.state.security = security
     install_error_handlers(app)
     install_draining(app)
     app.add_middleware(BodySizeLimit, max_request_bytes=settings.max_request_bytes)
+    app.add_middleware(AuditTrail, security=security)
+    app.include_router(health.router)
     for router in ROUTERS:
-        app.include_router(router)
-    websocket.install(app, broker, settings)
-    sse.install(app, broker, settings)
+        app.include_router(router, dependencies=AUTHORIZED)
+    websocket.install(app, gated, settings)  # type: ignore[arg-type]
+    sse.install(app, gated, settings)  # type: ignore[arg-type]
     metrics.install(app, broker, settings)
+    check_rules(app, PUBLIC_PATHS)
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
 

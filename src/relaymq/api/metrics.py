@@ -36,6 +36,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from relaymq.api.http.auth import AUTHORIZED
+
 if TYPE_CHECKING:
     from relaymq.broker import Broker
     from relaymq.config import Settings
@@ -300,4 +302,6 @@ def install(app: FastAPI, broker: Broker, settings: Settings) -> None:
         """The Prometheus text exposition of every metric."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    app.add_api_route(
+        "/metrics", metrics, methods=["GET"], include_in_schema=False, dependencies=AUTHORIZED
+    )

@@ -22,11 +22,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
-from fastapi import FastAPI, Header, Query
+from fastapi import FastAPI, Header, Query, Request
 from starlette.responses import StreamingResponse
 
 from relaymq import errors
 from relaymq.api.frames import payload_text
+from relaymq.api.http.auth import AUTHORIZED, counted_connection
 from relaymq.api.metrics import OpenConnections, open_connections
 from relaymq.core.message import Message
 from relaymq.core.subjects import SubjectFilter
@@ -276,6 +277,7 @@ def install(app: FastAPI, broker: Broker, settings: Settings) -> None:
     connections = open_connections(app)
 
     async def stream_events(
+        request: Request,
         namespace: str,
         stream: str,
         partition: Annotated[int | None, Query(ge=0, description="Only this partition.")] = None,
@@ -300,9 +302,8 @@ def install(app: FastAPI, broker: Broker, settings: Settings) -> None:
         resume_token = last_event_id_header or last_event_id
         tail = StreamTail(broker, namespace, stream, start_for(chosen, start, resume_token))
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(
-            events(tail, matches, connections), media_type="text/event-stream", headers=headers
-        )
+        body = counted_connection(events(tail, matches, connections), request, namespace)
+        return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
     app.add_api_route(
         ROUTE,
@@ -310,4 +311,5 @@ def install(app: FastAPI, broker: Broker, settings: Settings) -> None:
         methods=["GET"],
         include_in_schema=False,
         summary="Tail a stream as Server-Sent Events",
+        dependencies=AUTHORIZED,
     )

@@ -35,7 +35,11 @@ from starlette.websockets import WebSocketState
 
 from relaymq import errors
 from relaymq.api import frames
+from relaymq.api.http.auth import authenticate_websocket, origin_allowed, security_of
+from relaymq.api.http.errors import error_response
 from relaymq.api.metrics import OpenConnections, open_connections
+from relaymq.auth.policy import Action, can_see, enforce
+from relaymq.auth.principal import Principal, Resource, ResourceKind
 
 if TYPE_CHECKING:
     from relaymq.broker import Broker
@@ -286,10 +290,16 @@ class Connection:
     """One WebSocket client of one namespace."""
 
     def __init__(
-        self, websocket: WebSocket, namespace: str, broker: Broker, settings: Settings
+        self,
+        websocket: WebSocket,
+        namespace: str,
+        broker: Broker,
+        settings: Settings,
+        principal: Principal,
     ) -> None:
         self.websocket = websocket
         self.namespace = namespace
+        self.principal = principal  # authenticated at the handshake
         self.broker = broker
         self.settings = settings
         self.connection_id = uuid.uuid4().hex[:16]
@@ -436,12 +446,23 @@ class Connection:
 
     async def publish(self, frame: frames.Publish, encoding: Encoding, size_bytes: int) -> None:
         """Start a publish; waits (and so stops reading) while the window is full."""
+        self.authorize_publish(frame)
         messages = [frames.to_message(published) for published in frame.messages]
         share = self.window.clamp(len(messages), size_bytes)
         await self.window.acquire(*share)
         task = asyncio.create_task(self.publish_and_confirm(frame, messages, encoding, share))
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+
+    def authorize_publish(self, frame: frames.Publish) -> None:
+        """Enforce ``publish`` on the target stream, or on every subject."""
+        if frame.stream is not None:
+            resources = [Resource(ResourceKind.STREAM, frame.stream)]
+        else:
+            subjects = {published.subject for published in frame.messages}
+            resources = [Resource(ResourceKind.SUBJECT, subject) for subject in subjects]
+        for resource in resources:
+            enforce(self.principal, Action.PUBLISH, self.namespace, resource)
 
     async def publish_and_confirm(
         self, frame: frames.Publish, messages: list[Any], encoding: Encoding, share: tuple[int, int]
@@ -485,6 +506,8 @@ class Connection:
                 max_subscriptions=MAX_SUBSCRIPTIONS,
             )
         self.check_credit(frame.credit)
+        resource = Resource(ResourceKind.SUBSCRIPTION, frame.subscription)
+        enforce(self.principal, Action.CONSUME, self.namespace, resource)
         self.broker.subscription_info(self.namespace, frame.subscription)  # exists?
         subscriber = Subscriber(self, frame, self.pinned_encoding or encoding)
         self.subscribers[frame.sub] = subscriber
@@ -581,8 +604,32 @@ async def refuse(websocket: WebSocket, error: errors.RelayError, code: int) -> N
     await websocket.close(code, error.code)
 
 
+async def deny(websocket: WebSocket, error: errors.RelayError) -> None:
+    """Refuse the handshake with the error's HTTP response (or a bare 403)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(error))
+    else:
+        await websocket.close(CLOSE_POLICY_VIOLATION)
+
+
+async def handshake_principal(websocket: WebSocket, settings: Settings) -> Principal | None:
+    """The caller, or ``None`` after refusing a bad credential or a foreign Origin."""
+    try:
+        principal = await authenticate_websocket(websocket)
+        if not origin_allowed(websocket, settings.allowed_origins):
+            raise errors.PermissionDenied("this Origin may not open WebSockets")
+    except errors.RelayError as error:
+        await deny(websocket, error)
+        return None
+    return principal
+
+
 def admission_error(
-    namespace: str, broker: Broker, settings: Settings, connections: OpenConnections
+    namespace: str,
+    broker: Broker,
+    settings: Settings,
+    connections: OpenConnections,
+    principal: Principal,
 ) -> tuple[errors.RelayError, int] | None:
     """Why a new connection may not be served (and its close code), if it may not."""
     if connections.persistent() >= settings.max_connections:
@@ -592,8 +639,17 @@ def admission_error(
             max_connections=settings.max_connections,
         )
         return error, CLOSE_TRY_AGAIN_LATER
-    if not broker.has_namespace(namespace):
+    if not broker.has_namespace(namespace) or not can_see(principal, namespace):
         return errors.NamespaceNotFound(f"no namespace {namespace!r}"), CLOSE_POLICY_VIOLATION
+    return None
+
+
+def quota_refusal(websocket: WebSocket, namespace: str) -> tuple[errors.RelayError, int] | None:
+    """The refusal of a connection over the namespace's ``max_connections``, if it is."""
+    try:
+        security_of(websocket).quotas.check_connection(namespace)
+    except errors.QuotaExceeded as error:
+        return error, CLOSE_TRY_AGAIN_LATER
     return None
 
 
@@ -603,15 +659,23 @@ def install(app: FastAPI, broker: Broker, settings: Settings) -> None:
 
     async def websocket_endpoint(websocket: WebSocket, namespace: str) -> None:
         """One WebSocket connection (see ``docs/protocol.md``)."""
-        refusal = admission_error(namespace, broker, settings, connections)
+        principal = await handshake_principal(websocket, settings)
+        if principal is None:
+            return
+        refusal = admission_error(namespace, broker, settings, connections, principal)
+        if refusal is None:
+            refusal = quota_refusal(websocket, namespace)
         if refusal is not None:
             await refuse(websocket, *refusal)
             return
+        quotas = security_of(websocket).quotas
         connections.open("websocket")
+        quotas.open_connection(namespace)
         try:
             await websocket.accept()
-            await Connection(websocket, namespace, broker, settings).serve()
+            await Connection(websocket, namespace, broker, settings, principal).serve()
         finally:
+            quotas.close_connection(namespace)
             connections.close("websocket")
 
     app.add_api_websocket_route(ROUTE, websocket_endpoint)

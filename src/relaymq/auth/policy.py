@@ -102,6 +102,22 @@ def enforce(
     )
 
 
+def enforce_any(principal: Principal, action: Action, namespace: str | None) -> None:
+    """Raise as :func:`enforce` unless the principal may do ``action`` on *some*
+    resource there (a route whose resources are only known per item, such as a
+    publish by subject, checks each item with :func:`enforce` later)."""
+    if namespace is None:
+        grants = principal.global_grants()
+    else:
+        grants = principal.grants_in(namespace)
+        if not grants:
+            raise hidden_namespace(namespace)
+    if not any(action in ROLE_ACTIONS[grant.role] for grant in grants):
+        raise PermissionDenied(
+            f"{action.value} is not allowed here", action=action.value, namespace=namespace
+        )
+
+
 def hidden_namespace(namespace: str) -> NamespaceNotFound:
     """Exactly what the broker answers for a namespace that does not exist."""
     validate_name("namespace", namespace)

@@ -206,7 +206,5 @@ class Principal:
         }
 
 
-ANONYMOUS = Principal(
-    "anonymous", PrincipalKind.ANONYMOUS, (Grant(ALL_NAMESPACES, Role.ADMIN),)
-)
+ANONYMOUS = Principal("anonymous", PrincipalKind.ANONYMOUS, (Grant(ALL_NAMESPACES, Role.ADMIN),))
 """Who a request without credentials is when ``auth_mode`` is ``anonymous``."""

@@ -43,7 +43,9 @@ class Quota:
         """This quota with ``changes`` (field -> value) applied and checked."""
         unknown = set(changes) - {field.name for field in dataclasses.fields(self)}
         if unknown:
-            raise InvalidArgument(f"unknown quota fields: {sorted(unknown)}", fields=sorted(unknown))
+            raise InvalidArgument(
+                f"unknown quota fields: {sorted(unknown)}", fields=sorted(unknown)
+            )
         quota = dataclasses.replace(self, **changes)
         for name, value in dataclasses.asdict(quota).items():
             if not isinstance(value, int | float) or value < 0 or not math.isfinite(value):
@@ -179,13 +181,16 @@ class Quotas:
         if limit and stored_bytes >= limit:
             raise exceeded(namespace, "max_stored_bytes", limit, STORAGE_RETRY_SECONDS)
 
-    def open_connection(self, namespace: str) -> None:
-        """Count a WebSocket or SSE connection, or refuse it over ``max_connections``."""
+    def check_connection(self, namespace: str) -> None:
+        """Refuse a new WebSocket or SSE connection over ``max_connections``."""
         meter = self.meter(namespace)
         limit = meter.quota.max_connections
         if limit and meter.connections >= limit:
             raise exceeded(namespace, "max_connections", limit, COUNT_RETRY_SECONDS)
-        meter.connections += 1
+
+    def open_connection(self, namespace: str) -> None:
+        """Count a connection (checked first by :meth:`check_connection`)."""
+        self.meter(namespace).connections += 1
 
     def close_connection(self, namespace: str) -> None:
         """A counted connection ended."""

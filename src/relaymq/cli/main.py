@@ -9,9 +9,24 @@ from __future__ import annotations
 import click
 
 from relaymq import __version__
+from relaymq.cli.deadletters import deadletters
+from relaymq.cli.profiles import profiles
+from relaymq.cli.publish import publish
+from relaymq.cli.resources import queues, streams, subscriptions, topics
 from relaymq.cli.serve import serve
+from relaymq.cli.subscribe import subscribe
 
-COMMANDS: tuple[click.Command, ...] = (serve,)
+COMMANDS: tuple[click.Command, ...] = (
+    serve,
+    publish,
+    subscribe,
+    streams,
+    subscriptions,
+    queues,
+    topics,
+    deadletters,
+    profiles,
+)
 """Every subcommand of ``relaymq``."""
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from relaymq.config import LogFormat, LogLevel, load_settings
+from relaymq.config import AuthMode, LogFormat, LogLevel, load_settings
 from relaymq.errors import RelayError
 from relaymq.store.base import FsyncPolicy
 
@@ -38,6 +38,18 @@ def choices(enum_type: type) -> click.Choice:
 @click.option("--fsync", type=choices(FsyncPolicy), help="When writes are fsynced.")
 @click.option("--log-level", type=choices(LogLevel), help="Lowest log level written.")
 @click.option("--log-format", type=choices(LogFormat), help="text or json lines.")
+@click.option(
+    "--auth-mode", type=choices(AuthMode), help="required (default) or anonymous (dev only)."
+)
+@click.option(
+    "--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM certificate: HTTPS."
+)
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM key.")
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM CA bundle: require client certificates (mTLS).",
+)
 def serve(**flags: object) -> None:
     """Run the RelayMQ server in the foreground until SIGTERM or Ctrl-C."""
     try:

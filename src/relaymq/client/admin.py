@@ -416,7 +416,12 @@ class Topics(Resource):
     ) -> SubscriptionInfo:
         """Create the subscription ``name`` on the topic (options as for
         :meth:`Subscriptions.create`: ``mode``, ``filter_subject``, ...)."""
-        body = {"name": name, **settings(**options)}
+        start = start_position(
+            options.pop("start", None),
+            options.pop("start_offset", None),
+            options.pop("start_timestamp_ms", None),
+        )
+        body = {"name": name, **settings(start=start, **options)}
         try:
             created = await self.http.request("POST", self.path(topic, "subscriptions"), json=body)
         except errors.AlreadyExists:

@@ -12,10 +12,12 @@ the entry points that use them: :meth:`AsyncClient.publish`,
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from types import TracebackType
 
+from relaymq import errors
 from relaymq.client.admin import Namespaces, Queues, Streams, Subscriptions, Topics
 from relaymq.client.connection import Session
 from relaymq.client.http import HttpTransport
@@ -92,7 +94,8 @@ class AsyncClient:
                 publisher.send_batch()
             if self.session.connected:
                 for publisher in self._publishers.values():
-                    await publisher.flush()
+                    with contextlib.suppress(errors.RelayError):  # each caller got its own
+                        await publisher.flush()
         finally:
             await self.session.close()
             await self.http.close()

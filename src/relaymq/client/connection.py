@@ -312,6 +312,7 @@ class Session:
         """Queue a frame for the writer (dropped while disconnected: the reconnect
         re-creates what must survive)."""
         if self.connected:
+            self._flush_settles()  # receipts buffered before this frame go before it
             self._outbox.append(data)
             self._wake.set()
 

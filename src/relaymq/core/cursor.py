@@ -14,10 +14,25 @@ Done offsets live in :class:`~relaymq.core.ranges.AckedRanges` (a floor plus
 ranges above it), so the checkpoint stays small. Everything here is pure: time
 comes in as ``now_ms``, randomness from the ``random.Random`` passed in.
 
-Per-message work is O(log n): the available messages sit in a heap ordered by
-(priority, offset), schedules, lease deadlines and TTLs in their own heaps.
-Heap items are never removed from the middle; they are checked when popped
-("lazy deletion") and the lease heap is rebuilt when stale items dominate it.
+Per-message work is O(1) in the common case and O(log n) at worst. Messages
+arrive, and leases are granted, mostly in order, so each ordered structure is a
+FIFO ``deque`` for what arrives in order plus a heap for the rest:
+
+- ready: entries whose rank (priority, then offset) rises go to a FIFO, any
+  other rank (a redelivery, a higher priority after a lower one) to a heap of
+  ranks; ``take`` pops the smaller head.
+- lease deadlines: ``(deadline_ms, receipt)`` items go to a FIFO while their
+  deadlines do not decrease (a steady clock and ack timeout), to a heap
+  otherwise (``extend``, a new timeout, a clock that stepped back); expiry
+  drains both, so it never depends on the clock being monotonic.
+
+Schedules and TTLs (rarer) sit in heaps of their own. Items are never removed
+from the middle; they are checked when popped ("lazy deletion"), and the lease
+items are rebuilt when stale ones dominate them.
+
+A lease is found by its receipt string (the key of the in-flight table), so the
+hot ack path never parses a receipt; only a receipt that is not in flight as it
+was issued is parsed, to tell malformed, not found and stale apart.
 """
 
 from __future__ import annotations
@@ -189,50 +204,61 @@ def parse_receipt(receipt: str) -> tuple[int, int, int]:
     return int(partition, 16), int(offset, 16), int(lease_id, 16)
 
 
+# -- ready order ----------------------------------------------------------------------------
+
+# The ready order (higher priority first, then lower offset) as one int: offsets stay
+# below 2**64 (a receipt holds 16 hex digits), so the priority sits above them. Ints
+# compare several times faster than ``(-priority, offset)`` tuples and need no allocation.
+_PRIORITY_SHIFT = 64
+_OFFSET_MASK = (1 << _PRIORITY_SHIFT) - 1
+
+
+def _rank(priority: int, offset: int) -> int:
+    """Sort key of a ready message: smaller goes out first."""
+    return (-priority << _PRIORITY_SHIFT) | offset
+
+
 # -- one held message -----------------------------------------------------------------------
 
 _AVAILABLE = 0
 _SCHEDULED = 1
 _IN_FLIGHT = 2
 _DEAD = 3  # handed out as a DeadLetter, waiting for confirm_dead_letter
+_DONE = 4  # left the window; a FIFO may still hold it, and skips it when popped
 
 
-class _Entry:
-    """The state of one held (not done) message. Slotted: one per message on the hot path."""
+class _Entry(msgspec.Struct, gc=False):
+    """The state of one held (not done) message: one per message on the hot path.
 
-    __slots__ = (
-        "consumer_id",
-        "deadline_ms",
-        "delivery_count",
-        "due_ms",
-        "last_error",
-        "lease_id",
-        "message",
-        "offset",
-        "queued",
-        "state",
-    )
+    A Struct rather than a slotted class: built in C (~3x faster), and with
+    ``gc=False`` never tracked by the cyclic garbage collector (an entry is never
+    part of a cycle) -- with a window of live entries, full collections walking
+    them all were a large share of the hot path.
+    """
 
-    def __init__(self, message: Message, delivery_count: int) -> None:
-        self.message = message
-        self.offset = message.offset
-        self.state = _AVAILABLE
-        self.delivery_count = delivery_count
-        self.lease_id = 0
-        self.consumer_id = ""
-        self.deadline_ms = 0
-        self.due_ms = 0
-        self.last_error: str | None = None
-        self.queued = False  # has an item in the ready heap
+    message: Message
+    offset: int
+    delivery_count: int
+    state: int = _AVAILABLE
+    receipt: str = ""  # of the current lease: its key in the in-flight table
+    consumer_id: str = ""
+    deadline_ms: int = 0
+    due_ms: int = 0
+    last_error: str | None = None
+    queued: bool = False  # has an item in a ready structure
 
     def expired(self, now_ms: int) -> bool:
         expires_at_ms = self.message.expires_at_ms
         return expires_at_ms is not None and expires_at_ms <= now_ms
 
 
-def _holds_lease(entry: _Entry | None, lease_id: int, deadline_ms: int) -> bool:
-    """Whether a lease-heap item still describes the entry's current lease."""
-    return entry is not None and entry.lease_id == lease_id and entry.deadline_ms == deadline_ms
+def _earliest(first: int | None, second: int | None) -> int | None:
+    """The smaller of two optional times."""
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return min(first, second)
 
 
 class PartitionCursor:
@@ -275,15 +301,18 @@ class PartitionCursor:
         """Forget every held message and lease; reading restarts at ``read_offset``."""
         self._read_offset = read_offset
         self._entries: dict[int, _Entry] = {}
-        self._in_flight: dict[int, _Entry] = {}
+        self._in_flight: dict[str, _Entry] = {}  # by receipt
         self._in_flight_by_consumer: dict[str, int] = {}
         self._dead_pending = 0
-        self._ready: list[tuple[int, int]] = []  # (-priority, offset)
+        self._ready_fifo: deque[_Entry] = deque()  # ranks rising: see _make_ready
+        self._ready_fifo_last_rank = 0  # rank of the entry appended last
+        self._ready_heap: list[int] = []  # ranks of the other ready entries
         self._scheduled: list[tuple[int, int]] = []  # (due_ms, offset)
-        self._deadlines: list[tuple[int, int, int]] = []  # (deadline_ms, offset, lease_id)
+        self._deadlines: deque[tuple[int, str]] = deque()  # (deadline_ms, receipt), rising
+        self._late_deadlines: list[tuple[int, str]] = []  # heap: the ones out of order
         self._expiries: list[tuple[int, int]] = []  # (expires_at_ms, offset)
         self._key_queues: dict[str, deque[int]] = {}  # key_ordered: held offsets per key
-        self._ordered_in_flight: deque[int] = deque()  # ordered: delivered offsets, in order
+        self._ordered_in_flight: deque[_Entry] = deque()  # ordered: delivered, in order
         self._next_delivery = read_offset  # ordered: the next offset to hand out
         self._paused_until_ms: int | None = None  # ordered: backoff after a failure
         self._dead_backlog: list[DeadLetter] = []  # found lazily, returned by expire()
@@ -327,7 +356,8 @@ class PartitionCursor:
         failing key do not stop the broker from reading further ahead.
         """
         if not self._ordered:
-            return len(self._ready)  # may include a few items gone stale meanwhile
+            # May include a few items gone stale meanwhile.
+            return len(self._ready_fifo) + len(self._ready_heap)
         if self._paused_until_ms is not None:
             return 0
         return max(0, self._pending() - len(self._scheduled))
@@ -350,6 +380,12 @@ class PartitionCursor:
         subject filter are done at once and take no room. Stops when the window is
         full and returns how many messages it consumed; the rest must be offered again.
         """
+        if (
+            self._subject_filter is None
+            and not self._restored_counts
+            and self._done.end <= self._read_offset
+        ):
+            return self._offer_unfiltered(messages)
         consumed = 0
         room = self.room()
         for message in messages:
@@ -364,6 +400,39 @@ class PartitionCursor:
             else:
                 self._hold(message)
                 room -= 1
+            self._read_offset = offset + 1
+            consumed += 1
+        return consumed
+
+    def _offer_unfiltered(self, messages: Sequence[Message]) -> int:
+        """:meth:`offer` when every message is wanted and none is done yet (no filter, no
+        restored acks or counts ahead): nothing to check per message but room and gaps."""
+        entries = self._entries
+        room = self.room()
+        consumed = 0
+        # Plain messages (no TTL, delay or key order) become ready right here, inlined:
+        # this is the one per-message step of the hot path into the window.
+        inline_ready = not self._ordered and not self._key_ordered
+        fifo = self._ready_fifo
+        for message in messages:
+            offset = message.offset
+            if offset != self._read_offset:
+                self._skip_gap(offset)
+            if consumed == room:
+                break
+            entry = entries[offset] = _Entry(message, offset, 0)
+            if message.expires_at_ms is not None or message.deliver_at_ms is not None:
+                self._place(entry)
+            elif inline_ready:
+                entry.queued = True
+                rank = (-message.priority << _PRIORITY_SHIFT) | offset  # _rank(), inlined
+                if not fifo or rank > self._ready_fifo_last_rank:
+                    fifo.append(entry)
+                    self._ready_fifo_last_rank = rank
+                else:
+                    heapq.heappush(self._ready_heap, rank)
+            elif not self._ordered:
+                self._place(entry)
             self._read_offset = offset + 1
             consumed += 1
         return consumed
@@ -383,21 +452,36 @@ class PartitionCursor:
     def _hold(self, message: Message) -> None:
         offset = message.offset
         count = self._restored_counts.pop(offset, 0) if self._restored_counts else 0
-        entry = _Entry(message, count)
+        entry = _Entry(message, offset, count)
         self._entries[offset] = entry
-        if message.expires_at_ms is not None:
-            heapq.heappush(self._expiries, (message.expires_at_ms, offset))
-        if self._key_ordered and message.key is not None:
-            self._key_queues.setdefault(message.key, deque()).append(offset)
         max_deliveries = self._policy.max_deliveries
         if max_deliveries and count >= max_deliveries:
             # A poison message that exhausted its deliveries before a restart.
+            self._track_expiry_and_key(entry)
             error = "max deliveries reached before restart"
             self._dead_backlog.append(self._dead_letter(entry, "max_deliveries", error))
-        elif message.deliver_at_ms is not None:
-            self._schedule(entry, message.deliver_at_ms)
+        else:
+            self._place(entry)
+
+    def _place(self, entry: _Entry) -> None:
+        """A newly held entry: track its TTL and key, then schedule it or make it ready."""
+        self._track_expiry_and_key(entry)
+        deliver_at_ms = entry.message.deliver_at_ms
+        if deliver_at_ms is not None:
+            self._schedule(entry, deliver_at_ms)
         else:
             self._make_ready(entry)
+
+    def _track_expiry_and_key(self, entry: _Entry) -> None:
+        message = entry.message
+        if message.expires_at_ms is not None:
+            heapq.heappush(self._expiries, (message.expires_at_ms, entry.offset))
+        key = message.key
+        if self._key_ordered and key is not None:
+            queue = self._key_queues.get(key)
+            if queue is None:
+                queue = self._key_queues[key] = deque()
+            queue.append(entry.offset)
 
     def skip_to(self, offset: int) -> None:
         """Mark every offset below ``offset`` done (retention removed them, or a purge).
@@ -420,7 +504,11 @@ class PartitionCursor:
     # -- state moves ---------------------------------------------------------------------
 
     def _make_ready(self, entry: _Entry) -> None:
-        """Available now. Only key heads (and keyless messages) enter the ready heap."""
+        """Available now. Only key heads (and keyless messages) enter the ready structures.
+
+        Ranks rising in arrival order (fresh messages, the common case) go to the FIFO,
+        O(1) both ways; any other rank goes to the heap. ``take`` merges the two heads.
+        """
         entry.state = _AVAILABLE
         if self._ordered or entry.queued:
             return
@@ -428,7 +516,12 @@ class PartitionCursor:
         if self._key_ordered and key is not None and self._key_queues[key][0] != entry.offset:
             return
         entry.queued = True
-        heapq.heappush(self._ready, (-entry.message.priority, entry.offset))
+        rank = _rank(entry.message.priority, entry.offset)
+        if not self._ready_fifo or rank > self._ready_fifo_last_rank:
+            self._ready_fifo.append(entry)
+            self._ready_fifo_last_rank = rank
+        else:
+            heapq.heappush(self._ready_heap, rank)
 
     def _schedule(self, entry: _Entry, due_ms: int) -> None:
         entry.state = _SCHEDULED
@@ -439,41 +532,59 @@ class PartitionCursor:
             # Its TTL item may have been consumed while it was in flight.
             heapq.heappush(self._expiries, (expires_at_ms, entry.offset))
 
-    def _lease(self, entry: _Entry, consumer_id: str, now_ms: int) -> Delivery:
+    def _lease(self, entry: _Entry, consumer_id: str, deadline_ms: int) -> Delivery:
+        """In flight until ``deadline_ms``. The caller counts the consumer's leases."""
         self._lease_counter += 1
         lease_id = self._lease_base | self._lease_counter
-        offset = entry.offset
+        # %-formatting: measured ~30% faster here than the equivalent f-string.
+        receipt = "%s%x.%x" % (self._receipt_prefix, entry.offset, lease_id)  # noqa: UP031
         count = entry.delivery_count = entry.delivery_count + 1
         if count > 1:
             self._redelivered_total += 1
-        deadline_ms = now_ms + self._policy.ack_timeout_ms
         entry.state = _IN_FLIGHT
-        entry.lease_id = lease_id
+        entry.receipt = receipt
         entry.consumer_id = consumer_id
         entry.deadline_ms = deadline_ms
-        self._in_flight[offset] = entry
-        by_consumer = self._in_flight_by_consumer
-        by_consumer[consumer_id] = by_consumer.get(consumer_id, 0) + 1
-        heapq.heappush(self._deadlines, (deadline_ms, offset, lease_id))
+        self._in_flight[receipt] = entry
+        self._push_deadline(deadline_ms, receipt)
         if self._ordered:
-            self._ordered_in_flight.append(offset)
-        receipt = f"{self._receipt_prefix}{offset:x}.{lease_id:x}"
+            self._ordered_in_flight.append(entry)
         return Delivery(entry.message, receipt, count, deadline_ms)
+
+    def _push_deadline(self, deadline_ms: int, receipt: str) -> None:
+        """Track a lease deadline: in the FIFO while deadlines do not decrease, else the heap."""
+        deadlines = self._deadlines
+        if not deadlines or deadlines[-1][0] <= deadline_ms:
+            deadlines.append((deadline_ms, receipt))
+        else:
+            heapq.heappush(self._late_deadlines, (deadline_ms, receipt))
+
+    def _count_leases(self, consumer_id: str, count: int) -> None:
+        """``consumer_id`` took ``count`` more leases (counted once per batch)."""
+        by_consumer = self._in_flight_by_consumer
+        by_consumer[consumer_id] = by_consumer.get(consumer_id, 0) + count
 
     def _end_lease(self, entry: _Entry) -> None:
         """Forget the lease of an in-flight entry (the caller sets its next state)."""
-        del self._in_flight[entry.offset]
+        in_flight = self._in_flight
+        del in_flight[entry.receipt]
         by_consumer = self._in_flight_by_consumer
         remaining = by_consumer[entry.consumer_id] - 1
         if remaining:
             by_consumer[entry.consumer_id] = remaining
         else:
             del by_consumer[entry.consumer_id]
+        if not in_flight:
+            # Every deadline item left is stale: drop them at once (bounds memory, and
+            # keeps next_wakeup_ms from popping them one by one).
+            self._deadlines.clear()
+            self._late_deadlines.clear()
 
     def _complete(self, entry: _Entry) -> None:
         """Done: leaves the window for good."""
         if entry.state == _DEAD:
             self._dead_pending -= 1
+        entry.state = _DONE
         del self._entries[entry.offset]
         self._done.add(entry.offset)
         key = entry.message.key
@@ -527,30 +638,47 @@ class PartitionCursor:
             raise InvalidArgument("max_count must not be negative", max_count=max_count)
         if max_count == 0:
             return []
-        self._promote_due(now_ms)
+        if self._scheduled:
+            self._promote_due(now_ms)
+        deadline_ms = now_ms + self._policy.ack_timeout_ms
         if self._ordered:
-            return self._take_in_order(consumer_id, max_count, now_ms)
-        return self._take_by_priority(consumer_id, max_count, now_ms)
+            deliveries = self._take_in_order(consumer_id, max_count, now_ms, deadline_ms)
+        else:
+            deliveries = self._take_by_priority(consumer_id, max_count, now_ms, deadline_ms)
+        if deliveries:
+            self._count_leases(consumer_id, len(deliveries))
+            self._maybe_compact_deadlines()
+        return deliveries
 
-    def _take_by_priority(self, consumer_id: str, max_count: int, now_ms: int) -> list[Delivery]:
+    def _take_by_priority(
+        self, consumer_id: str, max_count: int, now_ms: int, deadline_ms: int
+    ) -> list[Delivery]:
         deliveries: list[Delivery] = []
-        ready, entries = self._ready, self._entries
-        while ready and len(deliveries) < max_count:
-            offset = heapq.heappop(ready)[1]
-            entry = entries.get(offset)
-            if entry is None:
-                continue
+        fifo, heap, entries = self._ready_fifo, self._ready_heap, self._entries
+        while len(deliveries) < max_count:
+            # The smaller rank of the two heads; the heap is empty in the common case.
+            if fifo and (not heap or _rank(fifo[0].message.priority, fifo[0].offset) < heap[0]):
+                entry = fifo.popleft()
+            elif heap:
+                found = entries.get(heapq.heappop(heap) & _OFFSET_MASK)
+                if found is None:
+                    continue
+                entry = found
+            else:
+                break
             entry.queued = False
             if entry.state != _AVAILABLE:
-                continue  # a stale heap item: the entry moved on since it was pushed
+                continue  # a stale item: the entry moved on since it was queued
             expires_at_ms = entry.message.expires_at_ms
             if expires_at_ms is not None and expires_at_ms <= now_ms:
                 self._dead_backlog.append(self._dead_letter(entry, "expired", entry.last_error))
                 continue
-            deliveries.append(self._lease(entry, consumer_id, now_ms))
+            deliveries.append(self._lease(entry, consumer_id, deadline_ms))
         return deliveries
 
-    def _take_in_order(self, consumer_id: str, max_count: int, now_ms: int) -> list[Delivery]:
+    def _take_in_order(
+        self, consumer_id: str, max_count: int, now_ms: int, deadline_ms: int
+    ) -> list[Delivery]:
         if self._paused_until_ms is not None:
             if now_ms < self._paused_until_ms:
                 return []
@@ -566,7 +694,7 @@ class PartitionCursor:
                 if entry.expired(now_ms):
                     self._dead_backlog.append(self._dead_letter(entry, "expired", entry.last_error))
                 else:
-                    deliveries.append(self._lease(entry, consumer_id, now_ms))
+                    deliveries.append(self._lease(entry, consumer_id, deadline_ms))
             offset += 1
         self._next_delivery = offset
         return deliveries
@@ -575,11 +703,20 @@ class PartitionCursor:
 
     def _leased_entry(self, receipt: str) -> _Entry:
         """The in-flight entry a receipt names, fenced by lease id."""
+        # Hot path: a receipt as issued is its lease's key in the in-flight table.
+        entry = self._in_flight.get(receipt) if type(receipt) is str else None
+        if entry is None:
+            entry = self._leased_entry_by_parsing(receipt)
+        return entry
+
+    def _leased_entry_by_parsing(self, receipt: str) -> _Entry:
+        """A receipt not in flight as issued: malformed, not found, stale, or the current
+        lease written differently (leading zeros), which is accepted."""
         partition, offset, lease_id = parse_receipt(receipt)
         entry = self._entries.get(offset) if partition == self.partition else None
         if entry is None or entry.state == _DEAD:
             raise ReceiptNotFound("no message in flight for this receipt", receipt=receipt)
-        if entry.state != _IN_FLIGHT or entry.lease_id != lease_id:
+        if entry.state != _IN_FLIGHT or parse_receipt(entry.receipt)[2] != lease_id:
             raise StaleReceipt("the lease of this receipt has ended", receipt=receipt)
         return entry
 
@@ -588,18 +725,16 @@ class PartitionCursor:
         entry = self._leased_entry(receipt)
         if self._ordered:
             self._ack_through(entry.offset)
-        else:
-            self._end_lease(entry)
-            self._complete(entry)
-            self._acked_total += 1
-        if len(self._deadlines) > 2 * len(self._in_flight) + 1024:
-            self._maybe_compact_deadlines()
+            return
+        self._end_lease(entry)
+        self._complete(entry)
+        self._acked_total += 1
 
     def _ack_through(self, offset: int) -> None:
-        delivered, in_flight = self._ordered_in_flight, self._in_flight
-        while delivered and delivered[0] <= offset:
-            entry = in_flight.get(delivered.popleft())
-            if entry is not None:  # None: terminated meanwhile
+        delivered = self._ordered_in_flight
+        while delivered and delivered[0].offset <= offset:
+            entry = delivered.popleft()
+            if entry.state == _IN_FLIGHT:  # else: terminated (or skipped) meanwhile
                 self._end_lease(entry)
                 self._complete(entry)
                 self._acked_total += 1
@@ -669,7 +804,7 @@ class PartitionCursor:
             raise InvalidArgument("extend_ms must be positive", extend_ms=extend_ms)
         entry = self._leased_entry(receipt)
         deadline_ms = entry.deadline_ms = now_ms + extend_ms
-        heapq.heappush(self._deadlines, (deadline_ms, entry.offset, entry.lease_id))
+        self._push_deadline(deadline_ms, entry.receipt)
         self._maybe_compact_deadlines()
         return deadline_ms
 
@@ -678,7 +813,6 @@ class PartitionCursor:
         entry = self._leased_entry(receipt)
         self._end_lease(entry)
         entry.last_error = reason
-        self._maybe_compact_deadlines()
         return self._dead_letter(entry, "terminated", reason)
 
     def confirm_dead_letter(self, offset: int) -> None:
@@ -695,11 +829,13 @@ class PartitionCursor:
         self._complete(entry)
 
     def _maybe_compact_deadlines(self) -> None:
-        """Rebuild the lease heap when settled leases' items dominate it (bounds memory)."""
-        deadlines = self._deadlines
-        if len(deadlines) > 2 * len(self._in_flight) + 1024:
-            deadlines[:] = [(e.deadline_ms, e.offset, e.lease_id) for e in self._in_flight.values()]
-            heapq.heapify(deadlines)
+        """Rebuild the lease deadline items when settled leases' items dominate them
+        (bounds memory); afterwards they are all in the FIFO, in order."""
+        stored = len(self._deadlines) + len(self._late_deadlines)
+        if stored > 2 * len(self._in_flight) + 1024:
+            items = sorted((e.deadline_ms, e.receipt) for e in self._in_flight.values())
+            self._deadlines = deque(items)
+            self._late_deadlines = []
 
     # -- time passing ----------------------------------------------------------------------------
 
@@ -726,16 +862,11 @@ class PartitionCursor:
                 dead_letters.append(self._dead_letter(entry, "expired", entry.last_error))
 
     def _expire_leases(self, now_ms: int, dead_letters: list[DeadLetter]) -> None:
-        expired = []
-        deadlines, in_flight = self._deadlines, self._in_flight
-        while deadlines and deadlines[0][0] <= now_ms:
-            deadline_ms, offset, lease_id = heapq.heappop(deadlines)
-            entry = in_flight.get(offset)
-            if _holds_lease(entry, lease_id, deadline_ms):
-                entry.last_error = "ack timeout"
-                expired.append(entry)
+        expired = self._pop_expired_leases(now_ms)
         if not expired:
             return
+        for entry in expired:
+            entry.last_error = "ack timeout"
         if self._ordered:
             dead_letters.extend(self._fail_in_order(expired, now_ms, None))
             return
@@ -744,22 +875,41 @@ class PartitionCursor:
             if dead_letter is not None:
                 dead_letters.append(dead_letter)
 
+    def _pop_expired_leases(self, now_ms: int) -> list[_Entry]:
+        """Entries whose current lease is due by ``now_ms``, by deadline then offset."""
+        in_flight = self._in_flight
+        # By receipt: extends back and forth can leave two items of one lease due.
+        expired: dict[str, _Entry] = {}
+        deadlines, late = self._deadlines, self._late_deadlines
+        while deadlines and deadlines[0][0] <= now_ms:
+            deadline_ms, receipt = deadlines.popleft()
+            entry = in_flight.get(receipt)
+            if entry is not None and entry.deadline_ms == deadline_ms:
+                expired[receipt] = entry
+        while late and late[0][0] <= now_ms:
+            deadline_ms, receipt = heapq.heappop(late)
+            entry = in_flight.get(receipt)
+            if entry is not None and entry.deadline_ms == deadline_ms:
+                expired[receipt] = entry
+        # The order failures are handled in (it draws backoff jitter) stays deterministic.
+        return sorted(expired.values(), key=lambda entry: (entry.deadline_ms, entry.offset))
+
     def next_wakeup_ms(self) -> int | None:
         """The earliest time something changes by itself (None: nothing pending).
 
         A time in the past (0 for dead letters found lazily) means: call
-        :meth:`expire` now.
+        :meth:`expire` now. O(1) unless stale items have to be dropped first.
         """
         if self._dead_backlog:
             return 0
-        times = [
-            self._valid_top_scheduled(),
-            self._valid_top_deadline(),
-            self._valid_top_expiry(),
-            self._paused_until_ms,
-        ]
-        due = [time_ms for time_ms in times if time_ms is not None]
-        return min(due) if due else None
+        wakeup_ms = self._paused_until_ms
+        if self._in_flight:
+            wakeup_ms = _earliest(wakeup_ms, self._valid_first_deadline())
+        if self._scheduled:
+            wakeup_ms = _earliest(wakeup_ms, self._valid_top_scheduled())
+        if self._expiries:
+            wakeup_ms = _earliest(wakeup_ms, self._valid_top_expiry())
+        return wakeup_ms
 
     def _valid_top_scheduled(self) -> int | None:
         scheduled, entries = self._scheduled, self._entries
@@ -771,15 +921,26 @@ class PartitionCursor:
             heapq.heappop(scheduled)
         return None
 
-    def _valid_top_deadline(self) -> int | None:
-        deadlines, in_flight = self._deadlines, self._in_flight
+    def _valid_first_deadline(self) -> int | None:
+        """The earliest deadline of a lease in flight, dropping stale items on the way."""
+        in_flight = self._in_flight
+        deadlines, late = self._deadlines, self._late_deadlines
         while deadlines:
-            deadline_ms, offset, lease_id = deadlines[0]
-            entry = in_flight.get(offset)
-            if _holds_lease(entry, lease_id, deadline_ms):
-                return deadline_ms
-            heapq.heappop(deadlines)
-        return None
+            deadline_ms, receipt = deadlines[0]
+            entry = in_flight.get(receipt)
+            if entry is not None and entry.deadline_ms == deadline_ms:
+                break
+            deadlines.popleft()
+        while late:
+            deadline_ms, receipt = late[0]
+            entry = in_flight.get(receipt)
+            if entry is not None and entry.deadline_ms == deadline_ms:
+                break
+            heapq.heappop(late)
+        return _earliest(
+            deadlines[0][0] if deadlines else None,
+            late[0][0] if late else None,
+        )
 
     def _valid_top_expiry(self) -> int | None:
         expiries, entries = self._expiries, self._entries
@@ -820,6 +981,7 @@ class PartitionCursor:
         self._in_flight.clear()
         self._in_flight_by_consumer.clear()
         self._deadlines.clear()
+        self._late_deadlines.clear()
         self._ordered_in_flight.clear()
         self._next_delivery = self._done.floor
 

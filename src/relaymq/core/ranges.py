@@ -43,6 +43,12 @@ class AckedRanges:
         """The lowest offset that is not done."""
         return self._floor
 
+    @property
+    def end(self) -> int:
+        """One past the highest done offset: nothing at or above it is done."""
+        ends = self._ends
+        return ends[-1] if ends else self._floor
+
     def __len__(self) -> int:
         """How many ranges lie above the floor (a measure of ack fragmentation)."""
         return len(self._starts)
@@ -59,7 +65,13 @@ class AckedRanges:
     def add(self, offset: int) -> bool:
         """Mark ``offset`` done; False if it already was."""
         if offset == self._floor:
-            self._advance_floor_by_one()
+            # The hot path (acks in offset order): inlined, one call per ack.
+            floor = offset + 1
+            starts = self._starts
+            if starts and starts[0] == floor:
+                floor = self._ends[0]
+                del starts[0], self._ends[0]
+            self._floor = floor
             return True
         if offset < self._floor:
             return False
@@ -80,13 +92,6 @@ class AckedRanges:
             starts.insert(index, offset)
             ends.insert(index, offset + 1)
         return True
-
-    def _advance_floor_by_one(self) -> None:
-        self._floor += 1
-        starts = self._starts
-        if starts and starts[0] == self._floor:
-            self._floor = self._ends[0]
-            del starts[0], self._ends[0]
 
     def add_range(self, start: int, end: int) -> None:
         """Mark every offset of ``[start, end)`` done."""

@@ -6,8 +6,9 @@ A namespace is the tenant boundary; every other resource lives under
 
 from __future__ import annotations
 
-from fastapi import Response
+from fastapi import Request, Response
 
+from relaymq.api.http.auth import visible_namespaces
 from relaymq.api.http.dependencies import BrokerDependency, NamespacePath
 from relaymq.api.http.pagination import CursorQuery, LimitQuery, paginate
 from relaymq.api.http.routing import resource_router
@@ -47,10 +48,11 @@ async def create_namespace(body: NamespaceCreate, broker: BrokerDependency) -> N
 
 @router.get("/namespaces", summary="List namespaces", response_model=Page[NamespaceOut])
 async def list_namespaces(
-    broker: BrokerDependency, limit: LimitQuery = 100, cursor: CursorQuery = None
+    request: Request, broker: BrokerDependency, limit: LimitQuery = 100, cursor: CursorQuery = None
 ) -> Page[NamespaceOut]:
-    """Namespaces by name, one page at a time."""
-    names, next_cursor = paginate(broker.list_namespaces(), str, limit, cursor)
+    """The namespaces the caller may see, by name, one page at a time."""
+    visible = visible_namespaces(request, broker.list_namespaces())
+    names, next_cursor = paginate(visible, str, limit, cursor)
     items = [namespace_out(broker, name) for name in names]
     return Page[NamespaceOut](items=items, next_cursor=next_cursor)
 

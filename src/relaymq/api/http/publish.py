@@ -19,6 +19,7 @@ from fastapi import Depends, Header, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
+from relaymq.api.http.auth import authorize_subjects
 from relaymq.api.http.dependencies import BrokerDependency, NamespacePath, StreamPath
 from relaymq.api.http.routing import parse_json, resource_router
 from relaymq.api.http.schemas import (
@@ -194,6 +195,7 @@ async def publish(
 ) -> PublishResponse:
     """Publish messages, each to the stream that captures its subject."""
     messages = await messages_from_request(request, metadata, default_subject=None)
+    authorize_subjects(request, namespace, (message.subject for message in messages))
     return await publish_messages(broker, namespace, messages, stream=None)
 
 
