@@ -776,4 +776,128 @@ def test_settled_leases_do_not_pile_up_in_the_deadline_heap():
             cursor.ack(delivery.receipt, 0)
     assert cursor.ack_floor == 5_000
     # White box: compaction (and dropping all once nothing is in flight) bounds memory.
-    assert len(cursor._deadlines) + len(cursor._late_deadlines) <= 1_025
+    assert cursor._lease_deadlines.stored <= 1_025
+
+
+# -- lease deadlines: FIFO plus heap ------------------------------------------------------------
+
+
+def test_extend_to_the_same_deadline_expires_once():
+    # Two due items for one lease once crashed expire() (KeyError ending the lease twice).
+    cursor = make_cursor(ack_timeout_ms=100)
+    cursor.offer(messages(1))
+    delivery = cursor.take("c", 1, 0)[0]
+    assert cursor.extend(delivery.receipt, 0, 100) == 100
+    cursor.extend(delivery.receipt, 0, 300)
+    cursor.extend(delivery.receipt, 0, 100)  # back again: three items, one lease
+    assert cursor.expire(99) == []
+    assert cursor.expire(100) == []
+    assert cursor.in_flight_of("c") == 0
+    assert cursor.stats().redelivered_total == 0
+    assert cursor.next_wakeup_ms() == 1_100  # the backoff, not a stale lease item
+
+
+def test_clock_stepping_back_never_expires_a_lease_early_nor_loses_one():
+    cursor = make_cursor(ack_timeout_ms=100)
+    cursor.offer(messages(3))
+    first = cursor.take("c", 1, 1_000)[0]  # deadline 1_100
+    second = cursor.take("c", 1, 500)[0]  # the clock stepped back: deadline 600
+    assert cursor.next_wakeup_ms() == 600
+    cursor.expire(599)
+    assert cursor.in_flight_of("c") == 2
+    cursor.expire(600)
+    assert cursor.in_flight_of("c") == 1
+    with pytest.raises(StaleReceipt):
+        cursor.ack(second.receipt, 600)
+    third = cursor.take("c", 1, 700)[0]  # deadline 800, again before 1_100
+    assert cursor.next_wakeup_ms() == 800
+    cursor.expire(800)
+    assert cursor.next_wakeup_ms() == 1_100
+    cursor.ack(first.receipt, 800)
+    with pytest.raises(StaleReceipt):
+        cursor.ack(third.receipt, 800)
+
+
+def test_shorter_ack_timeout_expires_new_leases_first():
+    cursor = make_cursor(ack_timeout_ms=1_000)
+    cursor.offer(messages(2))
+    old = cursor.take("c", 1, 0)[0]
+    cursor.update_policy(CursorPolicy(ack_timeout_ms=10, backoff=NO_JITTER))
+    new = cursor.take("c", 1, 0)[0]
+    assert (old.deadline_ms, new.deadline_ms) == (1_000, 10)
+    assert cursor.next_wakeup_ms() == 10
+    cursor.expire(10)
+    cursor.ack(old.receipt, 10)
+    with pytest.raises(StaleReceipt):
+        cursor.ack(new.receipt, 10)
+
+
+def test_next_wakeup_skips_settled_leases_of_a_batch():
+    cursor = make_cursor(ack_timeout_ms=100)
+    cursor.offer(messages(4))
+    early = cursor.take("c", 2, 0)
+    late = cursor.take("c", 2, 50)
+    assert cursor.next_wakeup_ms() == 100
+    cursor.ack(early[0].receipt, 60)
+    assert cursor.next_wakeup_ms() == 100
+    cursor.ack(early[1].receipt, 60)
+    assert cursor.next_wakeup_ms() == 150
+    cursor.extend(late[1].receipt, 60, 500)
+    cursor.ack(late[0].receipt, 60)
+    assert cursor.next_wakeup_ms() == 560
+
+
+# -- receipts as issued and as parsed -----------------------------------------------------------
+
+
+def test_receipt_with_leading_zeros_names_the_same_lease():
+    cursor = make_cursor(partition=2, nonce=0xABC)  # hex letters in every lease id
+    cursor.offer(messages(3, partition=2))
+    first, second, third = cursor.take("c", 3, 0)
+    partition, offset, lease_id = parse_receipt(first.receipt)
+    cursor.ack(f"0{partition:x}.00{offset:x}.0{lease_id:x}", 0)
+    assert cursor.checkpoint().ack_floor == 1
+    for garbage in (second.receipt.upper(), " " + second.receipt, second.receipt + "\n"):
+        with pytest.raises(InvalidReceipt):
+            cursor.ack(garbage, 0)
+    with pytest.raises(InvalidReceipt):
+        cursor.ack(second.receipt.encode(), 0)  # type: ignore[arg-type]
+    partition, offset, lease_id = parse_receipt(third.receipt)
+    with pytest.raises(StaleReceipt):
+        cursor.ack(f"{partition:x}.{offset:x}.{lease_id + 1:x}", 0)
+    cursor.ack(second.receipt, 0)
+    cursor.ack(third.receipt, 0)
+    assert cursor.ack_floor == 3
+
+
+# -- ready order: FIFO of fresh messages plus a heap ------------------------------------------
+
+
+def test_redelivered_message_goes_before_newer_ones_of_equal_priority():
+    cursor = make_cursor()
+    cursor.offer(messages(3))
+    first = cursor.take("c", 1, 0)[0]
+    cursor.nack(first.receipt, 0, delay_ms=0)
+    cursor.offer(messages(1, start=3))
+    assert offsets(cursor.take("c", 10, 0)) == [0, 1, 2, 3]
+
+
+def test_priorities_out_of_arrival_order_still_go_first():
+    cursor = make_cursor()
+    priorities = [0, 0, 3, 1, 3, 0]
+    cursor.offer(
+        [Message(subject="s", partition=0, offset=o, priority=p) for o, p in enumerate(priorities)]
+    )
+    taken = cursor.take("c", 3, 0)
+    assert offsets(taken) == [2, 4, 3]
+    cursor.nack(taken[1].receipt, 0, delay_ms=0)  # offset 4, priority 3, back in the heap
+    cursor.offer([Message(subject="s", partition=0, offset=6, priority=3)])
+    assert offsets(cursor.take("c", 10, 0)) == [4, 6, 0, 1, 5]
+
+
+def test_skip_to_drops_ready_messages_from_the_fifo():
+    cursor = make_cursor()
+    cursor.offer(messages(5))
+    cursor.skip_to(3)
+    assert offsets(cursor.take("c", 10, 0)) == [3, 4]
+    assert cursor.available() == 0

@@ -8,6 +8,7 @@ drained with acks and every offset must be done exactly once.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -264,7 +265,46 @@ class CursorMachine(RuleBasedStateMachine):
     @rule(elapsed_ms=st.integers(0, 400))
     def tick(self, elapsed_ms):
         self.now_ms += elapsed_ms
+        self._expire_and_check_leases()
+
+    @rule(step_ms=st.integers(1, 300))
+    def clock_steps_back(self, step_ms):
+        """The wall clock jumped back: nothing may expire early, nothing may be lost."""
+        self.now_ms = max(0, self.now_ms - step_ms)
+        self._expire_and_check_leases()
+
+    @rule(ack_timeout_ms=st.sampled_from([30, 100, 250]))
+    def reconfigure(self, ack_timeout_ms):
+        """A new ack timeout: later leases may run out before earlier ones."""
+        self.policy = dataclasses.replace(self.policy, ack_timeout_ms=ack_timeout_ms)
+        self.dispatcher.update_policy(self.policy)
+
+    def _leases(self) -> dict[str, tuple[int, str]]:
+        # White box: receipt -> (deadline, consumer) of every lease in flight.
+        return {
+            receipt: (entry.deadline_ms, entry.consumer.consumer_id)
+            for cursor in self.dispatcher.cursors.values()
+            for receipt, entry in cursor._in_flight.items()
+        }
+
+    def _expire_and_check_leases(self):
+        silent = {
+            consumer_id
+            for consumer_id, consumer in self.dispatcher.consumers().items()
+            if self.now_ms - consumer.last_seen_ms >= self.dispatcher.consumer_timeout_ms
+        }
+        before = self._leases()
         self._confirm(self.dispatcher.expire(self.now_ms))
+        after = self._leases()
+        for receipt, (deadline_ms, consumer_id) in before.items():
+            if (
+                receipt not in after
+                and consumer_id not in silent
+                and self.mode != DeliveryMode.ORDERED
+            ):
+                assert deadline_ms <= self.now_ms, "a lease expired early"
+        for deadline_ms, _ in after.values():
+            assert deadline_ms > self.now_ms, "a lease past its deadline was not expired"
 
     @rule(consumer=st.sampled_from(sorted(CONSUMERS)))
     def leave(self, consumer):

@@ -212,8 +212,10 @@ class Tenants:
 
     def path(self, template: str, namespace: str) -> str:
         """A concrete path for ``namespace``."""
-        key_id = self.global_spare if not template.startswith(NS) else self.spare_keys.get(
-            namespace, "0123456789abcdef"
+        key_id = (
+            self.global_spare
+            if not template.startswith(NS)
+            else self.spare_keys.get(namespace, "0123456789abcdef")
         )
         values = {
             "namespace": namespace,

@@ -26,11 +26,11 @@ from fastapi import FastAPI, Header, Query, Request
 from starlette.responses import StreamingResponse
 
 from relaymq import errors
-from relaymq.api.frames import payload_text
 from relaymq.api.http.auth import AUTHORIZED, counted_connection
 from relaymq.api.metrics import OpenConnections, open_connections
 from relaymq.core.message import Message
 from relaymq.core.subjects import SubjectFilter
+from relaymq.protocol.frames import payload_text
 
 if TYPE_CHECKING:
     from relaymq.broker import Broker

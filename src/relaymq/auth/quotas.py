@@ -169,6 +169,21 @@ class Quotas:
             if bucket is not None:
                 bucket.take(amount)
 
+    def check_publish_room(self, namespace: str) -> None:
+        """Refuse a publish before its body is even read when the namespace's
+        message bucket cannot pay for one message (so a flood is refused cheaply)."""
+        bucket = self.meter(namespace).messages
+        if bucket is not None:
+            wait_seconds = bucket.shortfall_seconds(1)
+            if wait_seconds > 0:
+                raise RateLimited(
+                    f"namespace {namespace!r} is over its publish rate "
+                    "(publish_messages_per_second)",
+                    namespace=namespace,
+                    quota="publish_messages_per_second",
+                    retry_after_seconds=round(wait_seconds, 3),
+                )
+
     def check_streams(self, namespace: str, current: int, adding: int) -> None:
         """Refuse creating ``adding`` streams beyond ``max_streams``."""
         limit = self.meter(namespace).quota.max_streams

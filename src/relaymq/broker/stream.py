@@ -77,7 +77,9 @@ class StreamHandle:
         self.published_bytes = 0
         self._partitioner = Partitioner(config.partitions)
         self._dedup = DedupWindow(config.dedup_window_ms)
-        self._pending_ids: dict[str, asyncio.Future[tuple[int, int]]] = {}
+        # id -> the future of the append call that owns it (one future per call, shared
+        # by all its ids: a future per message cost more than the append itself)
+        self._pending_ids: dict[str, asyncio.Future[None]] = {}
         self._validate_schema = compile_schema(config.json_schema)
         self._max_payload_bytes = min(
             settings.max_payload_bytes, config.max_message_bytes or settings.max_payload_bytes
@@ -159,23 +161,28 @@ class StreamHandle:
         """
         results: list[PublishResult | None] = [None] * len(messages)
         batches: dict[int, list[tuple[int, Message]]] = defaultdict(list)
-        waits: list[tuple[int, asyncio.Future[tuple[int, int]]]] = []
+        waits: list[tuple[int, str, asyncio.Future[None]]] = []
         owned: list[str] = []
+        claim: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for index, message in enumerate(messages):
             message.timestamp_ms = now_ms
-            if message.id is not None and self._claim_id(message.id, index, now_ms, results, waits):
+            if message.id is not None:
+                if not self._claim_id(message.id, index, now_ms, results, waits, claim):
+                    continue
                 owned.append(message.id)
-            elif message.id is not None:
-                continue
             batches[self._partitioner.choose(message.key)].append((index, message))
         try:
             await self._append_batches(batches, results, now_ms)
         except BaseException as error:
-            self._release_ids(owned, error)
+            self._release_ids(owned, claim, error)
             raise
-        self._release_ids(owned, None)
-        for index, waiter in waits:
-            partition, offset = await waiter
+        self._release_ids(owned, claim, None)
+        for index, message_id, waiter in waits:
+            try:
+                await waiter
+            except StorageFull:
+                raise StorageFull("the original publish failed", id=message_id) from None
+            partition, offset = self._dedup.location(message_id)
             results[index] = PublishResult(
                 stream=self.name, partition=partition, offset=offset, duplicate=True
             )
@@ -187,7 +194,8 @@ class StreamHandle:
         index: int,
         now_ms: int,
         results: list[PublishResult | None],
-        waits: list[tuple[int, asyncio.Future[tuple[int, int]]]],
+        waits: list[tuple[int, str, asyncio.Future[None]]],
+        claim: asyncio.Future[None],
     ) -> bool:
         """True if this call must append the message; else its result is filled or awaited."""
         seen = self._dedup.lookup(message_id, now_ms)
@@ -198,19 +206,23 @@ class StreamHandle:
             return False
         pending = self._pending_ids.get(message_id)
         if pending is not None:
-            waits.append((index, pending))
+            waits.append((index, message_id, pending))
             return False
-        self._pending_ids[message_id] = asyncio.get_running_loop().create_future()
+        self._pending_ids[message_id] = claim
         return True
 
-    def _release_ids(self, message_ids: list[str], error: BaseException | None) -> None:
+    def _release_ids(
+        self, message_ids: list[str], claim: asyncio.Future[None], error: BaseException | None
+    ) -> None:
+        """Forget the ids this call owned and tell whoever waits on them how it went."""
+        pending_ids = self._pending_ids
         for message_id in message_ids:
-            future = self._pending_ids.pop(message_id)
-            if error is not None:
-                future.set_exception(StorageFull("the original publish failed", id=message_id))
-                future.exception()  # nobody may be waiting; mark it retrieved
-                continue
-            future.set_result(self._dedup.location(message_id))
+            del pending_ids[message_id]
+        if error is not None:
+            claim.set_exception(StorageFull("the original publish failed"))
+            claim.exception()  # nobody may be waiting; mark it retrieved
+        else:
+            claim.set_result(None)
 
     async def _append_batches(
         self,

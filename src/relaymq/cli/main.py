@@ -9,10 +9,12 @@ from __future__ import annotations
 import click
 
 from relaymq import __version__
+from relaymq.cli.bench import bench
 from relaymq.cli.deadletters import deadletters
 from relaymq.cli.profiles import profiles
 from relaymq.cli.publish import publish
 from relaymq.cli.resources import queues, streams, subscriptions, topics
+from relaymq.cli.security import SECURITY_COMMANDS
 from relaymq.cli.serve import serve
 from relaymq.cli.subscribe import subscribe
 
@@ -26,6 +28,8 @@ COMMANDS: tuple[click.Command, ...] = (
     topics,
     deadletters,
     profiles,
+    *SECURITY_COMMANDS,
+    bench,
 )
 """Every subcommand of ``relaymq``."""
 

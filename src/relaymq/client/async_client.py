@@ -26,6 +26,7 @@ from relaymq.client.publisher import Publisher
 from relaymq.client.retry import RetryPolicy
 from relaymq.client.subscription import Subscription
 from relaymq.client.worker import Handler, Worker
+from relaymq.protocol import frames
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 DEFAULT_NAMESPACE = "default"
@@ -86,6 +87,12 @@ class AsyncClient:
         does); raises the tree's error if the server cannot be reached."""
         await self.session.start()
         return self
+
+    async def ping(self, timeout_seconds: float = 30) -> None:
+        """A round trip over the WebSocket. When it returns, the server has handled
+        every frame this client sent before it (fire-and-forget acks included)."""
+        await self.session.start()
+        await self.session.request(frames.Ping(seq=self.session.next_seq()), timeout_seconds)
 
     async def close(self) -> None:
         """Wait for the confirms of :meth:`publish` calls in flight, then close."""

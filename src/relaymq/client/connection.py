@@ -32,10 +32,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from relaymq import errors
-from relaymq.client import protocol
 from relaymq.client.errors import TRANSPORT_ERRORS, error_from_body, translate
 from relaymq.client.http import segment
 from relaymq.client.retry import RetryPolicy
+from relaymq.protocol import frames
 
 if TYPE_CHECKING:
     from relaymq.client.subscription import Subscription
@@ -140,6 +140,11 @@ class Session:
             self._resume(websocket)
             self._supervisor = asyncio.create_task(self._supervise(websocket), name="relaymq-ws")
 
+    @property
+    def ready(self) -> bool:
+        """Whether the session is started and usable (then :meth:`start` does nothing)."""
+        return self._supervisor is not None and self._failure is None and not self._closed
+
     def check_usable(self) -> None:
         """Raise the reason the session can no longer be used, if any."""
         if self._failure is not None:
@@ -220,16 +225,16 @@ class Session:
     async def _hello(self, websocket: ClientConnection) -> None:
         """Pin msgpack and read the server's limits."""
         try:
-            await websocket.send(protocol.encode(protocol.Hello(seq=0)))
+            await websocket.send(frames.encode_binary(frames.Hello(encoding="msgpack", seq=0)))
             async with asyncio.timeout(self.open_timeout_seconds):
-                frame = protocol.decode(await websocket.recv())
+                frame = frames.decode_server_frame(await websocket.recv())
         except (*TRANSPORT_ERRORS, ConnectionClosed) as exception:
             raise translate(exception) from exception
         except (msgspec.DecodeError, msgspec.ValidationError) as exception:
             raise errors.ConnectionLost(f"bad welcome from the server: {exception}") from None
-        if isinstance(frame, protocol.Error):
+        if isinstance(frame, frames.Error):
             raise error_from_body(msgspec.structs.asdict(frame))
-        if not isinstance(frame, protocol.Welcome):
+        if not isinstance(frame, frames.Welcome):
             raise errors.ConnectionLost(f"expected a welcome, got {type(frame).__name__}")
         self.limits = {**DEFAULT_LIMITS, **frame.limits}
         self.connection_id = frame.connection_id
@@ -324,7 +329,7 @@ class Session:
                 async with asyncio.timeout(idle_seconds):
                     await self._wake.wait()
             except TimeoutError:
-                self._outbox.append(protocol.encode(protocol.Ping()))
+                self._outbox.append(frames.encode_binary(frames.Ping()))
             self._wake.clear()
             self._flush_settles()
             try:
@@ -342,7 +347,7 @@ class Session:
         for (handle, op, option), receipts in settles.items():
             for start in range(0, len(receipts), MAX_RECEIPTS_PER_FRAME):
                 chunk = receipts[start : start + MAX_RECEIPTS_PER_FRAME]
-                self._outbox.append(protocol.encode(settle_frame(op, handle, chunk, option)))
+                self._outbox.append(frames.encode_binary(settle_frame(op, handle, chunk, option)))
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -388,7 +393,7 @@ class Session:
         future.add_done_callback(subscription.subscribe_done)
         subscription.attached = future
         frame = subscription.subscribe_frame(seq, self.limits)
-        self._outbox.append(protocol.encode(frame))
+        self._outbox.append(frames.encode_binary(frame))
         self._wake.set()
 
     async def detach(self, subscription: Subscription) -> None:
@@ -398,7 +403,7 @@ class Session:
         if not self.connected or self._failure is not None or self._closed:
             return
         with contextlib.suppress(errors.RelayError):
-            await self.request(protocol.Unsubscribe(sub=subscription.handle, seq=self.next_seq()))
+            await self.request(frames.Unsubscribe(sub=subscription.handle, seq=self.next_seq()))
 
     def settle_later(self, handle: str, op: str, receipt: str, option: Any) -> None:
         """Buffer a receipt; the writer sends the buffered receipts as one frame."""
@@ -412,7 +417,7 @@ class Session:
 
     async def settle_now(
         self, handle: str, op: str, receipts: list[str], option: Any
-    ) -> list[protocol.ReceiptOutcome]:
+    ) -> list[frames.ReceiptOutcome]:
         """Send an ack-family frame and wait for the server's per-receipt outcomes."""
         self._flush_settles()
         seq = self.next_seq()
@@ -427,12 +432,12 @@ class Session:
         self._requests[seq] = future
         return future
 
-    async def request(self, frame: protocol.ClientFrame, timeout_seconds: float = 30) -> Any:
+    async def request(self, frame: frames.ClientFrame, timeout_seconds: float = 30) -> Any:
         """Send a frame carrying a ``seq`` and wait for its reply."""
         self.check_usable()
         seq = frame.seq  # type: ignore[union-attr]
         future = self.request_future(seq)
-        self._post(protocol.encode(frame))
+        self._post(frames.encode_binary(frame))
         if not self.connected:
             self._requests.pop(seq, None)
             raise errors.ConnectionLost("not connected to the server")
@@ -451,7 +456,7 @@ class Session:
         try:
             async for data in websocket:
                 try:
-                    frame = protocol.decode(data)
+                    frame = frames.decode_server_frame(data)
                 except (msgspec.DecodeError, msgspec.ValidationError) as exception:
                     logger.warning("relaymq: undecodable frame from the server: %s", exception)
                     continue
@@ -459,35 +464,35 @@ class Session:
         except (*TRANSPORT_ERRORS, ConnectionClosed) as exception:
             logger.debug("relaymq: connection ended: %r", exception)
 
-    def _dispatch(self, frame: protocol.ServerFrame) -> None:
+    def _dispatch(self, frame: frames.ServerFrame) -> None:
         """Hand a frame to whoever waits for it."""
-        if isinstance(frame, protocol.Deliver):
+        if isinstance(frame, frames.Deliver):
             subscription = self._subscriptions.get(frame.sub)
             if subscription is not None:
                 subscription.delivered(frame.messages, self.generation)
-        elif isinstance(frame, protocol.Confirm):
+        elif isinstance(frame, frames.Confirm):
             pending = self._publishes.pop(frame.seq, None)
             if pending is not None:
                 pending.waiter.confirmed(frame.results)
-        elif isinstance(frame, protocol.Error):
+        elif isinstance(frame, frames.Error):
             self._dispatch_error(frame)
-        elif isinstance(frame, protocol.Result | protocol.Pong):
+        elif isinstance(frame, frames.Result | frames.Pong):
             self._dispatch_reply(frame)
 
-    def _dispatch_reply(self, frame: protocol.Result | protocol.Pong) -> None:
+    def _dispatch_reply(self, frame: frames.Result | frames.Pong) -> None:
         """A ``result`` or ``pong``: resolve its request, or report failed receipts."""
         future = self._requests.pop(frame.seq, None) if frame.seq is not None else None
         if future is not None:
             if not future.done():
                 future.set_result(frame)
             return
-        if isinstance(frame, protocol.Result):
+        if isinstance(frame, frames.Result):
             subscription = self._subscriptions.get(frame.sub or "")
             failures = [outcome for outcome in frame.results if not outcome.ok]
             if subscription is not None and failures:
                 subscription.receipts_failed(failures)
 
-    def _dispatch_error(self, frame: protocol.Error) -> None:
+    def _dispatch_error(self, frame: frames.Error) -> None:
         """An ``error``: fail the publish or request it names, or end its subscription."""
         error = error_from_body(msgspec.structs.asdict(frame))
         if frame.seq is not None and frame.seq in self._publishes:
@@ -520,17 +525,15 @@ class Session:
             self._post(data)
 
 
-SETTLE_FRAMES: dict[str, Callable[..., protocol.ClientFrame]] = {
-    "ack": lambda handle, receipts, option, seq: protocol.Ack(
-        sub=handle, receipts=receipts, seq=seq
-    ),
-    "nack": lambda handle, receipts, option, seq: protocol.Nack(
+SETTLE_FRAMES: dict[str, Callable[..., frames.ClientFrame]] = {
+    "ack": lambda handle, receipts, option, seq: frames.Ack(sub=handle, receipts=receipts, seq=seq),
+    "nack": lambda handle, receipts, option, seq: frames.Nack(
         sub=handle, receipts=receipts, delay_ms=option[0], error=option[1], seq=seq
     ),
-    "extend": lambda handle, receipts, option, seq: protocol.Extend(
+    "extend": lambda handle, receipts, option, seq: frames.Extend(
         sub=handle, receipts=receipts, extend_ms=option, seq=seq
     ),
-    "term": lambda handle, receipts, option, seq: protocol.Term(
+    "term": lambda handle, receipts, option, seq: frames.Term(
         sub=handle, receipts=receipts, reason=option, seq=seq
     ),
 }
@@ -538,7 +541,7 @@ SETTLE_FRAMES: dict[str, Callable[..., protocol.ClientFrame]] = {
 
 def settle_frame(
     op: str, handle: str, receipts: list[str], option: Any, seq: int | None = None
-) -> protocol.ClientFrame:
+) -> frames.ClientFrame:
     """The ack-family frame of ``op`` (``option``: nack ``(delay_ms, error)``,
     extend ``extend_ms``, term ``reason``)."""
     return SETTLE_FRAMES[op](handle, receipts, option, seq)

@@ -16,8 +16,8 @@ from relaymq import errors
 from relaymq.client.models import StreamMessage
 
 if TYPE_CHECKING:
-    from relaymq.client.protocol import Delivered
     from relaymq.client.subscription import Subscription
+    from relaymq.protocol.frames import DeliveredMessage
 
 
 def now_ms() -> int:
@@ -47,7 +47,15 @@ class Message(StreamMessage):
         "settled",
     )
 
-    def __init__(self, delivered: Delivered, subscription: Subscription, generation: int) -> None:
+    def __init__(
+        self,
+        delivered: DeliveredMessage,
+        subscription: Subscription,
+        generation: int,
+        received_ms: int | None = None,
+    ) -> None:
+        """Wrap a delivered message; ``received_ms`` (when it arrived) is read once per
+        ``deliver`` frame by the caller rather than once per message."""
         self.id = delivered.id
         self.subject = delivered.subject
         self.payload = delivered.payload
@@ -61,7 +69,9 @@ class Message(StreamMessage):
         self.receipt = delivered.receipt
         self.delivery_count = delivered.delivery_count
         self.lease_deadline_ms = delivered.lease_deadline_ms
-        self.lease_ms = max(delivered.lease_deadline_ms - now_ms(), 0)
+        if received_ms is None:
+            received_ms = now_ms()
+        self.lease_ms = max(delivered.lease_deadline_ms - received_ms, 0)
         self.settled = False
         self._subscription = subscription
         self._generation = generation

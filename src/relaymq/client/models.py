@@ -4,6 +4,7 @@ queues, topics, namespaces, and messages read back from a stream.
 Owns their shape as the REST API (``/openapi.json``) describes it; fields the
 server adds later are ignored, so an older SDK keeps working. Settings the
 SDK does not model one by one stay in ``config`` as a plain dict.
+:class:`PublishResult` is the protocol's own (a ``confirm`` carries it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,19 @@ import json
 from typing import Any
 
 import msgspec
+
+from relaymq.protocol.frames import PublishResult
+
+__all__ = [
+    "NamespaceInfo",
+    "PartitionInfo",
+    "PublishResult",
+    "QueueInfo",
+    "StreamInfo",
+    "StreamMessage",
+    "SubscriptionInfo",
+    "TopicInfo",
+]
 
 
 class PartitionInfo(msgspec.Struct, kw_only=True):
@@ -114,16 +128,6 @@ class NamespaceInfo(msgspec.Struct, kw_only=True):
     name: str
     streams: int = 0
     subscriptions: int = 0
-
-
-class PublishResult(msgspec.Struct, kw_only=True):
-    """Where a published message landed; ``duplicate`` when its id was already
-    stored within the stream's dedup window (then these are the original's)."""
-
-    stream: str
-    partition: int
-    offset: int
-    duplicate: bool = False
 
 
 class StreamMessage:

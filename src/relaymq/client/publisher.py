@@ -20,8 +20,8 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from relaymq import errors
-from relaymq.client import protocol
 from relaymq.client.models import PublishResult
+from relaymq.protocol import frames
 
 if TYPE_CHECKING:
     from relaymq.client.connection import Session
@@ -49,7 +49,7 @@ class Batch:
 
     def __init__(self, publisher: Publisher) -> None:
         self.publisher = publisher
-        self.messages: list[protocol.OutgoingMessage] = []
+        self.messages: list[frames.BinaryMessage] = []
         self.futures: list[PublishFuture] = []
         self.size_bytes = 0
 
@@ -102,6 +102,7 @@ class Publisher:
         self.failures = 0
         self._ids = MessageIds()
         self._batch = Batch(self)
+        self._batch_limit = max_batch_messages  # capped by the server's limit at each batch
         self._timer: asyncio.TimerHandle | None = None
         self._room = asyncio.Event()
         self._room.set()
@@ -127,10 +128,11 @@ class Publisher:
         while self.unconfirmed >= self.max_unconfirmed_messages:
             self._room.clear()
             await self._room.wait()
-        await self.session.start()
+        if not self.session.ready:  # one attribute test per message instead of an await
+            await self.session.start()
         if isinstance(payload, str):
             payload = payload.encode()
-        message = protocol.OutgoingMessage(
+        message = frames.BinaryMessage(
             subject=subject,
             payload=payload,
             key=key,
@@ -142,19 +144,22 @@ class Publisher:
         )
         return self._add(message)
 
-    def _add(self, message: protocol.OutgoingMessage) -> PublishFuture:
+    def _add(self, message: frames.BinaryMessage) -> PublishFuture:
         """Add to the open batch; send it when full, else make sure it lingers."""
         future: PublishFuture = asyncio.get_running_loop().create_future()
         batch = self._batch
+        if not batch.messages:  # a new batch: the server's limit is known by now
+            self._batch_limit = min(
+                self.max_batch_messages, self.session.limits["max_batch_messages"]
+            )
         batch.messages.append(message)
         batch.futures.append(future)
         batch.size_bytes += len(message.payload) + len(message.subject) + 64
         self.unconfirmed += 1
-        self._idle.clear()
-        limit = min(self.max_batch_messages, self.session.limits["max_batch_messages"])
-        if len(batch.messages) >= limit or batch.size_bytes >= self.max_batch_bytes:
+        if len(batch.messages) >= self._batch_limit or batch.size_bytes >= self.max_batch_bytes:
             self.send_batch()
         elif self._timer is None:
+            self._idle.clear()
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.linger_ms / 1000, self.send_batch)
         return future
@@ -167,11 +172,12 @@ class Publisher:
         batch = self._batch
         if not batch.messages:
             return
+        self._idle.clear()
         self._batch = Batch(self)
         seq = self.session.next_seq()
-        frame = protocol.Publish(seq=seq, messages=batch.messages, stream=self.stream)
+        frame = frames.BinaryPublish(seq=seq, messages=batch.messages, stream=self.stream)
         try:
-            self.session.send_publish(seq, protocol.encode(frame), batch)
+            self.session.send_publish(seq, frames.encode_binary(frame), batch)
         except errors.RelayError as error:
             batch.failed(error)
 

@@ -20,9 +20,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from relaymq import errors
-from relaymq.client import protocol
 from relaymq.client.errors import error_from_body
-from relaymq.client.messages import Message
+from relaymq.client.messages import Message, now_ms
+from relaymq.protocol import frames
 
 if TYPE_CHECKING:
     from relaymq.client.connection import Session
@@ -164,9 +164,9 @@ class Subscription(AsyncIterator[Message]):
 
     # -- the session's side ---------------------------------------------------------------------
 
-    def subscribe_frame(self, seq: int, limits: dict[str, int]) -> protocol.Subscribe:
+    def subscribe_frame(self, seq: int, limits: dict[str, int]) -> frames.Subscribe:
         """The ``subscribe`` frame, within the server's announced limits."""
-        return protocol.Subscribe(
+        return frames.Subscribe(
             sub=self.handle,
             subscription=self.name,
             credit=min(self.prefetch, limits["max_credit"]),
@@ -183,11 +183,12 @@ class Subscription(AsyncIterator[Message]):
             assert isinstance(error, errors.RelayError)
             self.failed(error)
 
-    def delivered(self, items: list[protocol.Delivered], generation: int) -> None:
+    def delivered(self, items: list[frames.DeliveredMessage], generation: int) -> None:
         """A ``deliver`` frame arrived."""
         if self._closed:
             return
-        self._buffer.extend(Message(item, self, generation) for item in items)
+        received_ms = now_ms()
+        self._buffer.extend([Message(item, self, generation, received_ms) for item in items])
         self._wake(len(items))
 
     def connection_lost(self) -> None:
@@ -200,7 +201,7 @@ class Subscription(AsyncIterator[Message]):
         self._error = error
         self._wake(len(self._waiters))
 
-    def receipts_failed(self, outcomes: list[protocol.ReceiptOutcome]) -> None:
+    def receipts_failed(self, outcomes: list[frames.ReceiptOutcome]) -> None:
         """Receipts settled without ``confirm`` failed on the server (reported here)."""
         self.failed_receipts += len(outcomes)
         first = outcomes[0]

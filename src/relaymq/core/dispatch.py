@@ -53,14 +53,13 @@ class SubscriptionDispatcher:
         self.cursors: dict[int, PartitionCursor] = dict(cursors)
         self.consumer_timeout_ms = consumer_timeout_ms
         self._partitions = sorted(self.cursors)
+        self._cursor_list = list(self.cursors.values())  # iterated on hot paths
         self._by_receipt_prefix = {f"{p:x}": cursor for p, cursor in self.cursors.items()}
         self._consumers: dict[str, ConsumerState] = {}
         self._owners: dict[int, str] = {}  # ordered mode: partition -> consumer
         self._rotation = 0
-
-    @property
-    def _ordered(self) -> bool:
-        return self.policy.mode == DeliveryMode.ORDERED
+        # Fixed for the dispatcher's life (update_policy cannot change the mode).
+        self._ordered = policy.mode == DeliveryMode.ORDERED
 
     def update_policy(self, policy: CursorPolicy) -> None:
         """Apply a new policy to every cursor (the mode cannot change)."""
@@ -96,7 +95,10 @@ class SubscriptionDispatcher:
 
     def in_flight_of(self, consumer_id: str) -> int:
         """How many leases ``consumer_id`` holds over all partitions."""
-        return sum(cursor.in_flight_of(consumer_id) for cursor in self.cursors.values())
+        held = 0
+        for cursor in self._cursor_list:  # a loop: a generator costs more at a few partitions
+            held += cursor.in_flight_of(consumer_id)
+        return held
 
     def assignments(self) -> dict[str, list[int]]:
         """Which partitions each consumer takes from (all of them, unless ordered)."""
@@ -143,6 +145,8 @@ class SubscriptionDispatcher:
         partitions = self._partitions_of(consumer_id)
         if budget <= 0 or not partitions:
             return []
+        if len(partitions) == 1:  # nothing to spread
+            return self.cursors[partitions[0]].take(consumer_id, budget, now_ms)
         start = self._rotation % len(partitions)
         self._rotation += 1
         partitions = partitions[start:] + partitions[:start]
@@ -175,9 +179,10 @@ class SubscriptionDispatcher:
 
     def _cursor_for(self, receipt: str) -> PartitionCursor:
         # Hot path: route on the receipt's hex prefix with one dict lookup; the cursor
-        # validates the whole receipt. Only a miss pays for a full parse.
-        if isinstance(receipt, str):
-            cursor = self._by_receipt_prefix.get(receipt.partition(".")[0])
+        # validates the whole receipt. Only a miss pays for a full parse. (A receipt
+        # without a dot slices to junk here, which the cursor then rejects.)
+        if type(receipt) is str:
+            cursor = self._by_receipt_prefix.get(receipt[: receipt.find(".")])
             if cursor is not None:
                 return cursor
         cursor = self.cursors.get(parse_receipt(receipt)[0])
@@ -187,7 +192,13 @@ class SubscriptionDispatcher:
 
     def ack(self, receipt: str, now_ms: int) -> None:
         """Ack one delivery (cumulatively in ordered mode)."""
-        self._cursor_for(receipt).ack(receipt, now_ms)
+        # _cursor_for()'s hot path, inlined: acks are the most frequent call here.
+        cursor = None
+        if type(receipt) is str:
+            cursor = self._by_receipt_prefix.get(receipt[: receipt.find(".")])
+        if cursor is None:
+            cursor = self._cursor_for(receipt)
+        cursor.ack(receipt, now_ms)
 
     def nack(
         self, receipt: str, now_ms: int, delay_ms: int | None = None, error: str | None = None
@@ -223,18 +234,24 @@ class SubscriptionDispatcher:
         for consumer_id in silent:
             self.unregister(consumer_id, now_ms)
         dead_letters: list[DeadLetter] = []
-        for cursor in self.cursors.values():
+        for cursor in self._cursor_list:
             dead_letters += cursor.expire(now_ms)
         return dead_letters
 
     def next_wakeup_ms(self) -> int | None:
         """The earliest time a cursor or a consumer timeout needs :meth:`expire`."""
-        times = [cursor.next_wakeup_ms() for cursor in self.cursors.values()]
-        if self._consumers:
-            oldest_seen_ms = min(consumer.last_seen_ms for consumer in self._consumers.values())
-            times.append(oldest_seen_ms + self.consumer_timeout_ms)
-        due = [time_ms for time_ms in times if time_ms is not None]
-        return min(due) if due else None
+        # Called on every fetch: plain loops, no lists built.
+        wakeup_ms = None
+        for consumer in self._consumers.values():
+            if wakeup_ms is None or consumer.last_seen_ms < wakeup_ms:
+                wakeup_ms = consumer.last_seen_ms
+        if wakeup_ms is not None:
+            wakeup_ms += self.consumer_timeout_ms
+        for cursor in self._cursor_list:
+            cursor_wakeup_ms = cursor.next_wakeup_ms()
+            if cursor_wakeup_ms is not None and (wakeup_ms is None or cursor_wakeup_ms < wakeup_ms):
+                wakeup_ms = cursor_wakeup_ms
+        return wakeup_ms
 
     # -- durability and information ---------------------------------------------------------
 

@@ -208,6 +208,8 @@ async def authorize(
         enforce_any(principal, rule.action, scope_namespace)
     else:
         enforce(principal, rule.action, scope_namespace, rule.resource(request.path_params))
+    if rule.action is Action.PUBLISH and namespace is not None:
+        security.quotas.check_publish_room(namespace)  # before the body is read
     return principal
 
 

@@ -1,5 +1,5 @@
-"""The WebSocket frame codec: round trips, and a fuzzed decoder that only ever
-returns a frame or raises ``InvalidArgument``."""
+"""The WebSocket frame codec: round trips both ways, the fast publish path, and a
+fuzzed decoder that only ever returns a frame or raises ``InvalidArgument``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relaymq.api import frames
 from relaymq.core.cursor import Delivery
 from relaymq.core.message import Message
 from relaymq.errors import InvalidArgument, StreamNotFound
+from relaymq.protocol import frames
 
 FUZZ_SETTINGS = settings(
     max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -193,3 +193,51 @@ def test_frame_size_is_exact_whenever_it_decides(text: str, limit_bytes: int) ->
     size = frames.frame_size_bytes(text, limit_bytes)
     assert (size > limit_bytes) == (exact > limit_bytes)
     assert frames.frame_size_bytes(b"abc", 1) == 3
+
+
+def test_sdk_publish_takes_the_fast_path_into_broker_messages() -> None:
+    sent = frames.BinaryPublish(
+        seq=3, messages=[frames.BinaryMessage(subject="a.b", payload=b"\x00", id="m1", key="k")]
+    )
+    decoded = frames.decode_binary(frames.encode_binary(sent))
+    assert isinstance(decoded, frames.BinaryPublish)
+    [message] = decoded.broker_messages()
+    assert isinstance(message, Message)
+    fields = (message.subject, message.payload, message.id, message.key)
+    assert fields == ("a.b", b"\x00", "m1", "k")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"subject": "a", "payload": "text"},
+        {"subject": "a", "payload": b"\x00", "encoding": "utf-8"},
+        {"subject": "a", "payload_json": {"n": 1}},
+        {"subject": "a", "payload": b"\x00", "future_field": 1},
+    ],
+)
+def test_other_msgpack_publishes_take_the_general_path(message: dict) -> None:
+    data = msgspec.msgpack.encode({"op": "publish", "seq": 1, "messages": [message]})
+    decoded = frames.decode_binary(data)
+    assert isinstance(decoded, frames.Publish)
+    assert isinstance(decoded.broker_messages()[0].payload, bytes)
+
+
+def test_fast_path_keeps_the_limits() -> None:
+    bad = {"op": "publish", "seq": 1, "messages": [{"subject": "a", "deliver_at_ms": -1}]}
+    with pytest.raises(InvalidArgument) as caught:
+        frames.decode_binary(msgspec.msgpack.encode(bad))
+    assert frames.error_frame(caught.value).seq == 1
+
+
+def test_server_frames_round_trip_through_the_sdk_decoder() -> None:
+    confirm = frames.confirm_frame(4, [frames.PublishResult(stream="s", partition=0, offset=9)])
+    decoded = frames.decode_server_frame(frames.encode_binary(confirm))
+    assert isinstance(decoded, frames.Confirm)
+    assert decoded.results[0].offset == 9
+    deliver = frames.deliver_frame("h", [_delivery(b"\x01")], "msgpack")
+    decoded = frames.decode_server_frame(frames.encode_binary(deliver))
+    assert isinstance(decoded, frames.Deliver)
+    assert decoded.messages[0].payload == b"\x01"
+    error = frames.decode_server_frame(frames.encode_text(frames.Error(code="x", message="y")))
+    assert isinstance(error, frames.Error)

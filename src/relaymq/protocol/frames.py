@@ -2,10 +2,17 @@
 
 Owns the schema of client and server frames and their two encodings, JSON text
 frames and msgpack binary frames (the same schema; ``bytes`` fields are base64
-strings in JSON and ``bin`` in msgpack). Decoding is pure and synchronous: it
-takes a ``str`` or ``bytes`` and returns a frame or raises
-:class:`relaymq.errors.InvalidArgument`, nothing else, so it can be fuzzed.
-``docs/protocol.md`` documents every frame defined here.
+strings in JSON and ``bin`` in msgpack). The server and the SDK both use this
+module, so a frame cannot change on one side only. Decoding is pure and
+synchronous: it takes a ``str`` or ``bytes`` and returns a frame or raises
+:class:`relaymq.errors.InvalidArgument` (server side) or ``msgspec`` errors
+(SDK side), nothing else, so it can be fuzzed. ``docs/protocol.md`` documents
+every frame defined here.
+
+The hot path: a msgpack ``publish`` whose messages carry raw ``bin`` payloads
+and only the known fields (what the SDK sends) decodes straight into the
+broker's :class:`~relaymq.core.message.Message` type (:class:`BinaryMessage`),
+with no per-message conversion; any other ``publish`` takes the general path.
 """
 
 from __future__ import annotations
@@ -72,6 +79,19 @@ class PublishedMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
             raise ValueError("payload must be a string (or msgpack bin)")
 
 
+class BinaryMessage(Message, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """A message of a msgpack ``publish`` with a raw ``bin`` payload and only the
+    fields of :class:`PublishedMessage` that need no conversion (what the SDK
+    sends). It *is* the broker's :class:`Message`, so the server hands it on
+    without a copy; ``timestamp_ms``, ``partition`` and ``offset`` are assigned
+    by the broker whatever a client sends. A message that does not fit (a text
+    payload, ``encoding``, ``payload_json``, an unknown field) fails this shape
+    and the frame is decoded by the general path instead."""
+
+    deliver_at_ms: Milliseconds | None = None
+    expires_at_ms: Milliseconds | None = None
+
+
 def payload_bytes(payload: str, encoding: PayloadEncoding) -> bytes:
     """The bytes of a text payload in ``encoding``."""
     if encoding == "base64":
@@ -106,6 +126,25 @@ class Publish(_Frame, tag="publish"):
     ]
     stream: str | None = None
 
+    def broker_messages(self) -> list[Message]:
+        """The broker's messages of this frame."""
+        return [to_message(published) for published in self.messages]
+
+
+class BinaryPublish(_Frame, tag="publish"):
+    """A ``publish`` whose messages are all :class:`BinaryMessage` (the fast path;
+    the same frame on the wire as :class:`Publish`)."""
+
+    seq: SequenceNumber
+    messages: Annotated[
+        list[BinaryMessage], msgspec.Meta(min_length=1, max_length=MAX_ITEMS_PER_FRAME)
+    ]
+    stream: str | None = None
+
+    def broker_messages(self) -> list[Message]:
+        """The broker's messages of this frame: the decoded ones themselves."""
+        return self.messages  # type: ignore[return-value]  # BinaryMessage is a Message
+
 
 class Subscribe(_Frame, tag="subscribe"):
     """Attach to subscription ``subscription`` under the handle ``sub``, with
@@ -134,7 +173,7 @@ class Unsubscribe(_Frame, tag="unsubscribe"):
 
 
 class Ack(_Frame, tag="ack"):
-    """Acknowledge delivered messages by receipt."""
+    """Acknowledge delivered messages by receipt (cumulative in ``ordered`` mode)."""
 
     sub: SubscriptionHandle
     receipts: Receipts
@@ -176,6 +215,10 @@ class Ping(_Frame, tag="ping"):
 
 
 ClientFrame = Hello | Publish | Subscribe | Credit | Unsubscribe | Ack | Nack | Extend | Term | Ping
+BinaryClientFrame = (
+    Hello | BinaryPublish | Subscribe | Credit | Unsubscribe | Ack | Nack | Extend | Term | Ping
+)
+AnyPublish = Publish | BinaryPublish
 ReceiptFrame = Ack | Nack | Extend | Term
 
 
@@ -192,8 +235,9 @@ class Welcome(_Frame, tag="welcome"):
     seq: SequenceNumber | None = None
 
 
-class PublishOutcome(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """Where one published message landed (``duplicate`` when deduplicated)."""
+class PublishResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Where a published message landed; ``duplicate`` when its id was already
+    stored within the stream's dedup window (then these are the original's)."""
 
     stream: str
     partition: int
@@ -205,7 +249,7 @@ class Confirm(_Frame, tag="confirm"):
     """Every message of publish ``seq`` is durable; results in request order."""
 
     seq: int
-    results: list[PublishOutcome]
+    results: list[PublishResult]
 
 
 class DeliveredMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -279,7 +323,7 @@ class Pong(_Frame, tag="pong"):
 ServerFrame = Welcome | Confirm | Deliver | Result | Error | Pong
 
 
-# -- decoding ---------------------------------------------------------------------------
+# -- decoding client frames (the server's side) -----------------------------------------
 
 
 class _Probe(msgspec.Struct):
@@ -292,6 +336,7 @@ class _Probe(msgspec.Struct):
 
 _json_decoder = msgspec.json.Decoder(ClientFrame)
 _msgpack_decoder = msgspec.msgpack.Decoder(ClientFrame)
+_msgpack_fast_decoder = msgspec.msgpack.Decoder(BinaryClientFrame)
 _json_probe = msgspec.json.Decoder(_Probe)
 _msgpack_probe = msgspec.msgpack.Decoder(_Probe)
 
@@ -301,8 +346,16 @@ def decode_text(text: str | bytes) -> ClientFrame:
     return _decode(_json_decoder, _json_probe, text)
 
 
-def decode_binary(data: bytes) -> ClientFrame:
-    """Decode a msgpack binary frame. Raises :class:`InvalidArgument` on anything invalid."""
+def decode_binary(data: bytes) -> ClientFrame | BinaryPublish:
+    """Decode a msgpack binary frame. Raises :class:`InvalidArgument` on anything invalid.
+
+    Tries the fast shape first (see :class:`BinaryMessage`); whatever does not
+    fit it, valid or not, is decoded again by the general decoder, which has
+    the final word."""
+    try:
+        return _msgpack_fast_decoder.decode(data)  # type: ignore[no-any-return]
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
+        pass
     return _decode(_msgpack_decoder, _msgpack_probe, data)
 
 
@@ -312,7 +365,7 @@ def _decode(
     data: str | bytes,
 ) -> ClientFrame:
     try:
-        return decoder.decode(data)
+        return decoder.decode(data)  # type: ignore[no-any-return]
     except msgspec.ValidationError as error:
         raise _invalid_frame(probe, data, str(error)) from None
     except (msgspec.DecodeError, UnicodeError, RecursionError) as error:
@@ -373,6 +426,22 @@ def frame_size_bytes(data: str | bytes, limit_bytes: int) -> int:
     return len(data.encode("utf-8", "surrogatepass"))
 
 
+# -- decoding server frames (the SDK's side) ----------------------------------------------
+
+_server_msgpack_decoder = msgspec.msgpack.Decoder(ServerFrame)
+_server_json_decoder = msgspec.json.Decoder(ServerFrame)
+
+
+def decode_server_frame(data: bytes | str) -> ServerFrame:
+    """A server frame from a WebSocket message: msgpack, or JSON text should the
+    server answer in text (the ``error`` before a close, say).
+
+    Raises ``msgspec.DecodeError`` / ``msgspec.ValidationError`` on garbage."""
+    if isinstance(data, str):
+        return _server_json_decoder.decode(data)  # type: ignore[no-any-return]
+    return _server_msgpack_decoder.decode(data)  # type: ignore[no-any-return]
+
+
 # -- encoding ---------------------------------------------------------------------------
 
 
@@ -385,12 +454,12 @@ _json_encoder = msgspec.json.Encoder(enc_hook=_jsonable)
 _msgpack_encoder = msgspec.msgpack.Encoder(enc_hook=_jsonable)
 
 
-def encode_text(frame: ServerFrame) -> str:
+def encode_text(frame: msgspec.Struct) -> str:
     """The frame as a JSON text frame."""
     return _json_encoder.encode(frame).decode("utf-8")
 
 
-def encode_binary(frame: ServerFrame) -> bytes:
+def encode_binary(frame: msgspec.Struct) -> bytes:
     """The frame as a msgpack binary frame."""
     return _msgpack_encoder.encode(frame)
 
@@ -413,23 +482,26 @@ def _pop_text(details: dict[str, Any], name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def confirm_frame(seq: int, results: list[Any]) -> Confirm:
+    """The ``confirm`` of a publish from the broker's results. They have the fields
+    of :class:`PublishResult` and msgspec encodes them as they are, so no
+    per-message copy is made."""
+    return Confirm(seq=seq, results=results)
+
+
 def deliver_frame(sub: str, deliveries: list[Any], encoding: Encoding) -> Deliver:
     """A ``deliver`` frame for a batch of broker deliveries (``Received`` values)."""
-    binary = encoding == "msgpack"
-    return Deliver(sub=sub, messages=[_delivered(delivery, binary) for delivery in deliveries])
+    if encoding == "msgpack":
+        return Deliver(sub=sub, messages=[_delivered_binary(delivery) for delivery in deliveries])
+    return Deliver(sub=sub, messages=[_delivered_text(delivery) for delivery in deliveries])
 
 
-def _delivered(delivery: Any, binary: bool) -> DeliveredMessage:
+def _delivered_binary(delivery: Any) -> DeliveredMessage:
     message: Message = delivery.message
-    payload: str | bytes = message.payload
-    encoding: PayloadEncoding | None = None
-    if not binary:
-        payload, encoding = payload_text(message.payload)
     return DeliveredMessage(
         id=message.id or f"{message.partition}-{message.offset}",
         subject=message.subject,
-        payload=payload,
-        encoding=encoding,
+        payload=message.payload,
         key=message.key,
         headers=message.headers,
         timestamp_ms=message.timestamp_ms,
@@ -442,3 +514,9 @@ def _delivered(delivery: Any, binary: bool) -> DeliveredMessage:
         delivery_count=delivery.delivery_count,
         lease_deadline_ms=delivery.deadline_ms,
     )
+
+
+def _delivered_text(delivery: Any) -> DeliveredMessage:
+    delivered = _delivered_binary(delivery)
+    delivered.payload, delivered.encoding = payload_text(delivery.message.payload)
+    return delivered

@@ -1,0 +1,226 @@
+"""What a bench run prints: a live progress bar, then tables for people or JSON for machines.
+
+Owns :func:`build_report` (the one JSON document of a run: plan, machine,
+server, phases, latency, verification), :func:`print_report` (the same as rich
+tables) and :class:`LiveProgress`. The rule that makes the figures worth
+trusting lives here too: when a confirmed message was lost, no throughput
+figure is given (``throughput_withheld`` says why), whatever the clock said.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from relaymq import __version__
+from relaymq.bench.verify import Verdict, verdict
+from relaymq.bench.workloads import Phase, RunState
+
+MEGABYTE = 1_000_000
+
+
+def machine() -> dict[str, Any]:
+    """The machine the run happened on."""
+    return {
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "relaymq": __version__,
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_verdict(state: RunState) -> Verdict:
+    """The delivery accounting of a finished run."""
+    return verdict(state.publications, state.deliveries)
+
+
+def withheld_reason(accounting: Verdict) -> str | None:
+    """Why no throughput may be reported, if so: lost messages."""
+    if accounting.lost:
+        return f"{accounting.lost} confirmed message(s) were never delivered"
+    return None
+
+
+def phase_figures(phase: Phase, withheld: bool) -> dict[str, Any]:
+    """One phase as JSON-able figures (rates ``None`` when withheld)."""
+    seconds = phase.seconds
+    server_cpu = phase.server_cpu_seconds
+    return {
+        "name": phase.name,
+        "messages": phase.messages,
+        "seconds": round(seconds, 4),
+        "msgs_per_second": None if withheld else round(phase.messages / seconds, 1),
+        "mb_per_second": None
+        if withheld
+        else round(phase.messages * phase.message_bytes / seconds / MEGABYTE, 3),
+        "server_cpu_percent": None if server_cpu is None else round(100 * server_cpu / seconds, 1),
+        "client_cpu_percent": round(100 * phase.client_cpu_seconds / seconds, 1),
+    }
+
+
+def build_report(
+    state: RunState, server: dict[str, Any], peak_rss_bytes: int | None
+) -> dict[str, Any]:
+    """The JSON document of a run."""
+    plan = state.plan
+    accounting = run_verdict(state)
+    reason = withheld_reason(accounting)
+    latency = state.latency.summary()
+    plan_fields = {key: value for key, value in asdict(plan).items() if key != "tuning"}
+    return {
+        "workload": plan.workload,
+        "protocol": plan.protocol,
+        "plan": {**plan_fields, **asdict(plan.tuning)},
+        "machine": machine(),
+        "server": {**server, "peak_rss_bytes": peak_rss_bytes},
+        "phases": [phase_figures(phase, reason is not None) for phase in state.phases],
+        "latency_ms": None if latency is None else latency.to_dict(),
+        "verification": {**accounting.to_dict(), "server_unacked": state.server_unacked},
+        "throughput_withheld": reason,
+    }
+
+
+def print_report(report: dict[str, Any], console: Console) -> None:
+    """The report as tables."""
+    plan = report["plan"]
+    server = report["server"]
+    console.print(
+        f"[bold]relaymq bench {report['workload']}[/bold] over {report['protocol']}: "
+        f"{plan['producers']} producer(s), {plan['consumers']} consumer(s), "
+        f"{plan['message_bytes']}-byte messages, batch {plan['batch_messages']}, "
+        f"linger {plan['linger_ms']} ms; server {server['url']} "
+        f"(fsync={server.get('fsync') or 'its own'})"
+    )
+    console.print(phase_table(report))
+    if report["latency_ms"] is not None:
+        console.print(latency_table(report["latency_ms"]))
+    console.print(verification_table(report["verification"]))
+    rss = server.get("peak_rss_bytes")
+    if rss is not None:
+        console.print(f"server peak RSS: {rss / 2**20:,.0f} MiB")
+    if report["throughput_withheld"]:
+        console.print(f"[bold red]throughput withheld: {report['throughput_withheld']}[/bold red]")
+
+
+def phase_table(report: dict[str, Any]) -> Table:
+    """Throughput and CPU of each phase."""
+    table = Table(title="throughput")
+    for column in ("phase", "messages", "seconds", "msg/s", "MB/s", "server CPU", "bench CPU"):
+        table.add_column(column, justify="left" if column == "phase" else "right")
+    for phase in report["phases"]:
+        table.add_row(
+            phase["name"],
+            f"{phase['messages']:,}",
+            f"{phase['seconds']:.2f}",
+            "withheld" if phase["msgs_per_second"] is None else f"{phase['msgs_per_second']:,.0f}",
+            "withheld" if phase["mb_per_second"] is None else f"{phase['mb_per_second']:.1f}",
+            percent(phase["server_cpu_percent"]),
+            percent(phase["client_cpu_percent"]),
+        )
+    return table
+
+
+def percent(value: float | None) -> str:
+    """A CPU percentage cell."""
+    return "?" if value is None else f"{value:.0f}%"
+
+
+def latency_table(latency: dict[str, Any]) -> Table:
+    """End-to-end latency percentiles."""
+    table = Table(title=f"end-to-end latency, ms ({latency['count']:,} messages)")
+    names = ("p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms", "mean_ms")
+    for name in names:
+        table.add_column(name.removesuffix("_ms").replace("_", "."), justify="right")
+    table.add_row(*(f"{latency[name]:.3f}" for name in names))
+    return table
+
+
+def verification_table(verification: dict[str, Any]) -> Table:
+    """Every confirmed message accounted for."""
+    table = Table(title="verification")
+    names = (
+        "published",
+        "expected",
+        "received",
+        "lost",
+        "duplicated",
+        "out_of_order",
+        "failed_publishes",
+        "server_unacked",
+    )
+    for name in names:
+        table.add_column(name.replace("_", " "), justify="right")
+    table.add_row(
+        *("?" if verification[name] is None else f"{verification[name]:,}" for name in names)
+    )
+    return table
+
+
+class LiveProgress:
+    """Published and received messages, live, on standard error."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description:<12}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>12}"),
+            TimeElapsedColumn(),
+            console=console,
+            auto_refresh=False,  # refreshed from the run's own tick: no thread of its own
+            transient=True,
+        )
+        self.published = self.progress.add_task("published", total=None, rate="")
+        self.received = self.progress.add_task("received", total=None, rate="")
+        self.previous: tuple[int, int] = (0, 0)
+
+    def __enter__(self) -> LiveProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.progress.stop()
+
+    def tick(self, state: RunState, interval_seconds: float) -> None:
+        """Show the state now."""
+        published, received = state.publications.confirmed, state.received
+        rates = (
+            (published - self.previous[0]) / interval_seconds,
+            (received - self.previous[1]) / interval_seconds,
+        )
+        self.previous = (published, received)
+        self.progress.update(
+            self.published,
+            completed=published,
+            total=state.plan.messages,
+            rate=f"{rates[0]:,.0f}/s",
+            description=state.stage[:12],
+        )
+        self.progress.update(
+            self.received,
+            completed=received,
+            total=state.expected_deliveries,
+            rate=f"{rates[1]:,.0f}/s",
+        )
+        self.progress.refresh()

@@ -1,0 +1,158 @@
+"""Running a bench: against a server it spawns, or one already running.
+
+Owns :class:`SpawnedServer` (``relaymq serve`` on a free port, its embedded
+store in a temporary directory with the asked fsync policy, an admin key of
+its own; stopped and removed afterwards) and :func:`run_bench`, which wires a
+:class:`~relaymq.bench.workloads.Workload` to the server statistics and the
+live progress display and returns the finished :class:`RunState`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from relaymq.bench.server_stats import MetricsStats, ProcessStats, ServerStats
+from relaymq.bench.transports import Endpoint
+from relaymq.bench.verify import Publications
+from relaymq.bench.workloads import BenchPlan, RunState, Workload
+from relaymq.client import AsyncClient
+from relaymq.errors import Unavailable
+
+START_TIMEOUT_SECONDS = 30
+STOP_TIMEOUT_SECONDS = 30
+PROGRESS_INTERVAL_SECONDS = 0.25
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def admin_key() -> str:
+    """A fresh admin API key in the server's token format."""
+    return f"rmq_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)[:43]}"
+
+
+class SpawnedServer:
+    """``relaymq serve`` in a child process, on an embedded store in a temporary directory."""
+
+    def __init__(self, fsync: str) -> None:
+        self.fsync = fsync
+        self.token = admin_key()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = Path(tempfile.mkdtemp(prefix="relaymq-bench-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until it is ready."""
+        command = [
+            sys.executable,
+            "-c",
+            "from relaymq.cli.main import main; main()",
+            "serve",
+            *("--port", str(self.port), "--data-dir", str(self.data_dir)),
+            *("--fsync", self.fsync, "--log-level", "warning"),
+        ]
+        environment = {**os.environ, "RELAYMQ_ADMIN_KEY": self.token}  # noqa: TID251 - a child's env
+        self.process = subprocess.Popen(
+            command, env=environment, stdout=subprocess.DEVNULL, stderr=open("/tmp/prof/spawn.err", "wb")
+        )
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise Unavailable(f"relaymq serve exited: {self.stderr_tail()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise Unavailable("relaymq serve did not become ready")
+
+    def stderr_tail(self) -> str:
+        """The end of the server's standard error, for an error message."""
+        if self.process is None or self.process.stderr is None:
+            return ""
+        return self.process.stderr.read().decode(errors="replace")[-2000:]
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> None:
+        """SIGTERM (a clean shutdown), SIGKILL if it hangs; remove the data directory."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> SpawnedServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+async def run_bench(
+    plan: BenchPlan,
+    endpoint: Endpoint,
+    stats: ServerStats,
+    on_tick: Callable[[RunState], None] | None = None,
+) -> RunState:
+    """Run the plan's workload against ``endpoint``; ``on_tick`` sees the live state
+    every :data:`PROGRESS_INTERVAL_SECONDS` (the server is sampled then too, for
+    its peak memory)."""
+    state = RunState(plan, secrets.token_hex(4), Publications(plan.producers))
+    ticker = asyncio.create_task(tick_forever(state, stats, on_tick))
+    try:
+        async with AsyncClient(
+            endpoint.url, token=endpoint.token, namespace=endpoint.namespace
+        ) as admin:
+            await Workload(plan, endpoint, stats, state).run(admin)
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+    await stats.sample()
+    state.stage = "done"
+    return state
+
+
+async def tick_forever(
+    state: RunState, stats: ServerStats, on_tick: Callable[[RunState], None] | None
+) -> None:
+    """Sample the server and refresh the progress display, until cancelled."""
+    while True:
+        await stats.sample()
+        if on_tick is not None:
+            on_tick(state)
+        await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+
+
+def stats_for(server: SpawnedServer | None, endpoint: Endpoint) -> ServerStats:
+    """Process statistics of a spawned server, ``/metrics`` of an attached one."""
+    if server is not None:
+        return ProcessStats(server.pid)
+    return MetricsStats(endpoint.url, endpoint.token)

@@ -1,0 +1,177 @@
+"""``relaymq bench WORKLOAD``: measure a server, and check every message arrived.
+
+Owns the command line of :mod:`relaymq.bench`: the workload and its knobs, the
+choice between spawning a server (``--spawn``: embedded store in a temporary
+directory, ``--fsync`` policy) and attaching to one (``--url``/``--token``/
+``-n``, or a profile), the live progress bar, and the exit status: 0 when every
+confirmed message was delivered, 1 when a message was lost or a publish
+failed (the throughput figure is then withheld).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import click
+from rich.console import Console
+
+from relaymq.cli.output import Output
+from relaymq.cli.profiles import Target, client_options
+from relaymq.errors import RelayError
+from relaymq.store.base import FsyncPolicy
+
+DEFAULT_MESSAGES = 100_000
+LATENCY_RATE_PER_SECOND = 2_000
+LATENCY_DURATION_SECONDS = 10.0
+
+
+@click.command(name="bench")
+@click.argument("workload", type=click.Choice(["queue", "fanout", "stream", "latency"]))
+@click.option("--spawn", is_flag=True, help="Start a server of our own (embedded store, temp dir).")
+@click.option(
+    "--fsync",
+    type=click.Choice([policy.value for policy in FsyncPolicy]),
+    default="batch",
+    show_default=True,
+    help="Fsync policy of the spawned server.",
+)
+@click.option("--protocol", type=click.Choice(["websocket", "http"]), default="websocket")
+@click.option("--producers", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--consumers", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--subscriptions", type=click.IntRange(1), default=4, help="fanout: subscriptions.")
+@click.option("--partitions", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "--messages", type=click.IntRange(1), help=f"Messages in all (default {DEFAULT_MESSAGES:,})."
+)
+@click.option(
+    "--duration", type=click.FloatRange(0.1), help="Publish for this many seconds instead."
+)
+@click.option(
+    "--rate", type=click.FloatRange(1), help="Messages per second in all (latency: 2,000)."
+)
+@click.option("--backlog", is_flag=True, help="queue: publish everything first, then consume.")
+@click.option("--message-bytes", type=click.IntRange(40), default=256, show_default=True)
+@click.option("--batch-messages", type=click.IntRange(1), default=1_000, show_default=True)
+@click.option(
+    "--linger-ms", type=click.FloatRange(0), help="Batching delay (default 1; latency 0)."
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(1),
+    default=20_000,
+    show_default=True,
+    help="Unconfirmed messages per producer.",
+)
+@click.option(
+    "--prefetch",
+    type=click.IntRange(1),
+    default=5_000,
+    show_default=True,
+    help="Credit per consumer.",
+)
+@click.option(
+    "--deliver-batch",
+    type=click.IntRange(1),
+    default=500,
+    show_default=True,
+    help="Messages per push.",
+)
+@click.option("--drain-timeout", type=click.FloatRange(0.1), default=10.0, show_default=True)
+@click.option("--no-progress", is_flag=True, help="No live progress bar.")
+@client_options
+def bench(target: Target, output: Output, **options: Any) -> None:
+    """Run WORKLOAD (queue, fanout, stream, latency) and report throughput, latency,
+    server CPU and memory; check that every confirmed message arrived."""
+    from relaymq.bench.transports import Tuning
+    from relaymq.bench.workloads import BenchPlan
+
+    workload = options["workload"]
+    latency = workload == "latency"
+    messages, duration = options["messages"], options["duration"]
+    if messages is None and duration is None:
+        if latency:
+            duration = LATENCY_DURATION_SECONDS
+        else:
+            messages = DEFAULT_MESSAGES
+    linger_ms = options["linger_ms"]
+    tuning = Tuning(
+        message_bytes=options["message_bytes"],
+        batch_messages=options["batch_messages"],
+        linger_ms=linger_ms if linger_ms is not None else (0 if latency else 1),
+        max_in_flight_messages=options["max_in_flight"],
+        prefetch_messages=options["prefetch"],
+        deliver_batch_messages=options["deliver_batch"],
+    )
+    plan = BenchPlan(
+        workload=workload,
+        protocol=options["protocol"],
+        producers=options["producers"],
+        consumers=options["consumers"],
+        subscriptions=options["subscriptions"],
+        partitions=options["partitions"],
+        messages=messages,
+        duration_seconds=duration,
+        rate_per_second=options["rate"] or (LATENCY_RATE_PER_SECOND if latency else None),
+        backlog=options["backlog"],
+        drain_timeout_seconds=options["drain_timeout"],
+        tuning=tuning,
+    )
+    try:
+        report = execute(
+            plan, target, options["spawn"], options["fsync"], output, options["no_progress"]
+        )
+    except RelayError as error:
+        output.error(error)
+        raise SystemExit(1) from None
+    if output.as_json:
+        output.json(report)
+    else:
+        from relaymq.bench.report import print_report
+
+        print_report(report, Console())
+    verification = report["verification"]
+    if report["throughput_withheld"] or verification["failed_publishes"]:
+        raise SystemExit(1)
+
+
+def execute(
+    plan: Any, target: Target, spawn: bool, fsync: str, output: Output, no_progress: bool
+) -> dict[str, Any]:
+    """Run the plan against a spawned server or the target; the report document."""
+    from relaymq.bench.runner import SpawnedServer
+    from relaymq.bench.transports import Endpoint
+
+    if not spawn:
+        endpoint = Endpoint(target.url, target.token, target.namespace)
+        return asyncio.run(measure(plan, endpoint, None, output, no_progress))
+    with SpawnedServer(fsync) as server:
+        endpoint = Endpoint(server.url, server.token, "default")
+        return asyncio.run(measure(plan, endpoint, server, output, no_progress))
+
+
+async def measure(
+    plan: Any, endpoint: Any, server: Any, output: Output, no_progress: bool
+) -> dict[str, Any]:
+    """Run with progress and statistics; build the report."""
+    from relaymq.bench.report import LiveProgress, build_report
+    from relaymq.bench.runner import PROGRESS_INTERVAL_SECONDS, run_bench, stats_for
+    from relaymq.bench.server_stats import MetricsStats
+
+    stats = stats_for(server, endpoint)
+    console = Console(stderr=True)
+    show = not no_progress and console.is_terminal
+    described = {"spawned": server is not None, "url": endpoint.url}
+    described["fsync"] = server.fsync if server is not None else None
+    try:
+        if show:
+            with LiveProgress(console) as progress:
+                state = await run_bench(
+                    plan, endpoint, stats, lambda s: progress.tick(s, PROGRESS_INTERVAL_SECONDS)
+                )
+        else:
+            state = await run_bench(plan, endpoint, stats)
+    finally:
+        if isinstance(stats, MetricsStats):
+            await stats.close()
+    return build_report(state, described, stats.peak_rss_bytes)

@@ -1,0 +1,180 @@
+"""Authentication and abuse limits on the streaming adapters and the HTTP server.
+
+WebSocket: credentials and Origin checked at the handshake, another tenant's
+namespace refused exactly like a nonexistent one, publish and subscribe
+authorized per frame. SSE: authenticated. HTTP: a slow request head is cut
+off (slowloris), an oversize head gets 431, and the probes stay public.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tests.server.conftest import AUTH_HEADERS, Api, RunningServer, expect, start_server
+
+
+def ws_url(server: RunningServer, namespace: str) -> str:
+    """The WebSocket URL of a namespace."""
+    return server.base_url.replace("http://", "ws://") + f"/v1/namespaces/{namespace}/ws"
+
+
+def namespace_key(
+    http: httpx.Client, namespace: str, role: str, resources: list[str]
+) -> dict[str, str]:
+    """The Authorization header of a fresh key with one grant in ``namespace``."""
+    body = {"name": role, "grants": [{"role": role, "resources": resources}]}
+    token = expect(http.post(f"/v1/namespaces/{namespace}/keys", json=body), 201)["token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def create_namespace(http: httpx.Client, namespace: str) -> None:
+    """A new namespace."""
+    expect(http.post("/v1/namespaces", json={"name": namespace}), 201)
+
+
+@pytest.fixture(scope="module")
+def guarded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server with a short handshake timeout, a small head limit and one allowed origin."""
+    running = start_server(
+        Path(tmp_path_factory.mktemp("guarded")),
+        handshake_timeout_seconds=1,
+        max_header_bytes=4096,
+        allowed_origins=["https://app.example"],
+    )
+    yield running
+    running.stop()
+
+
+async def test_websocket_handshake_needs_credentials(running_server: RunningServer) -> None:
+    for headers in ({}, {"Authorization": "Bearer rmq_0000000000000000_" + "B" * 43}):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws_url(running_server, "default"), additional_headers=headers):
+                pass
+        assert refused.value.response.status_code == 401
+        body = json.loads(refused.value.response.body)
+        assert body["error"]["code"] == "unauthenticated"
+
+
+async def test_websocket_other_tenant_is_like_nonexistent(
+    running_server: RunningServer, api: Api, http: httpx.Client
+) -> None:
+    create_namespace(http, f"{api.namespace}-b")
+    headers = namespace_key(http, api.namespace, "manage", ["*"])
+    answers = []
+    for namespace in (f"{api.namespace}-b", "does-not-exist"):
+        async with connect(ws_url(running_server, namespace), additional_headers=headers) as ws:
+            frame = json.loads(await ws.recv())
+            await ws.wait_closed()
+            answers.append((frame["code"], frame["message"].replace(namespace, "N"), ws.close_code))
+    assert answers[0] == answers[1] == ("namespace_not_found", "no namespace 'N'", 1008)
+
+
+async def test_websocket_authorizes_each_publish_and_subscribe(
+    running_server: RunningServer, api: Api, http: httpx.Client
+) -> None:
+    api.ok("POST", "/streams", 201, json={"name": "orders", "subjects": ["orders.>"]})
+    api.ok("POST", "/subscriptions", 201, json={"name": "billing", "stream": "orders"})
+    headers = namespace_key(http, api.namespace, "publish", ["subject:orders.eu.>"])
+    async with connect(ws_url(running_server, api.namespace), additional_headers=headers) as ws:
+        allowed = [{"subject": "orders.eu.created", "payload": "1"}]
+        await ws.send(json.dumps({"op": "publish", "seq": 1, "messages": allowed}))
+        assert json.loads(await ws.recv())["op"] == "confirm"
+        denied = [{"subject": "orders.us.created", "payload": "1"}]
+        await ws.send(json.dumps({"op": "publish", "seq": 2, "messages": denied}))
+        frame = json.loads(await ws.recv())
+        assert (frame["op"], frame["code"], frame["seq"]) == ("error", "permission_denied", 2)
+        subscribe = {"op": "subscribe", "seq": 3, "sub": "s", "subscription": "billing"}
+        await ws.send(json.dumps(subscribe))
+        frame = json.loads(await ws.recv())
+        assert (frame["op"], frame["code"]) == ("error", "permission_denied")
+
+
+def test_resource_patterns_limit_http_publishes(api: Api, http: httpx.Client) -> None:
+    api.ok("POST", "/streams", 201, json={"name": "orders", "subjects": ["orders.>"]})
+    headers = namespace_key(http, api.namespace, "publish", ["subject:orders.eu.>"])
+    allowed = {"subject": "orders.eu.created", "payload": "1"}
+    expect(api.post("/publish", json=allowed, headers=headers), 200)
+    denied = {"messages": [allowed, {"subject": "orders.us.created", "payload": "1"}]}
+    response = api.post("/publish", json=denied, headers=headers)
+    assert response.status_code == 403
+    response = api.post("/streams/orders/messages", json=allowed, headers=headers)
+    assert response.status_code == 403  # stream:orders was not granted
+
+
+async def test_websocket_origin_is_checked(guarded_server: RunningServer) -> None:
+    url = ws_url(guarded_server, "default")
+    for origin, allowed in (("https://app.example", True), ("https://evil.example", False)):
+        headers = {**AUTH_HEADERS, "Origin": origin}
+        if allowed:
+            async with connect(url, additional_headers=headers) as websocket:
+                await websocket.send(json.dumps({"op": "ping"}))
+                assert json.loads(await websocket.recv())["op"] == "pong"
+        else:
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url, additional_headers=headers):
+                    pass
+            assert refused.value.response.status_code == 403
+
+
+async def test_sse_needs_credentials(running_server: RunningServer, api: Api) -> None:
+    api.ok("POST", "/streams", 201, json={"name": "feed"})
+    url = f"{running_server.base_url}{api.prefix}/streams/feed/events"
+    async with httpx.AsyncClient() as client:
+        response = await client.get(url)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthenticated"
+
+
+def test_probes_and_the_openapi_document_are_public(running_server: RunningServer) -> None:
+    for path in ("/healthz", "/readyz", "/openapi.json"):
+        expect(httpx.get(running_server.base_url + path), 200)
+    response = httpx.get(running_server.base_url + "/metrics")
+    assert response.status_code == 401
+    document = httpx.get(running_server.base_url + "/openapi.json").json()
+    assert "bearer" in document["components"]["securitySchemes"]
+
+
+def raw_socket(server: RunningServer) -> socket.socket:
+    """A plain TCP connection to the server."""
+    address = urlsplit(server.base_url)
+    assert address.hostname is not None and address.port is not None
+    return socket.create_connection((address.hostname, address.port), timeout=10)
+
+
+def test_a_slow_request_head_is_cut_off(guarded_server: RunningServer) -> None:
+    with raw_socket(guarded_server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        assert sock.recv(1024) == b""  # closed by the server, no answer
+        assert time.monotonic() - started < 5
+    with raw_socket(guarded_server) as sock:  # a silent connection too
+        started = time.monotonic()
+        assert sock.recv(1024) == b""
+        assert time.monotonic() - started < 5
+
+
+def test_an_oversize_request_head_is_431(guarded_server: RunningServer) -> None:
+    with raw_socket(guarded_server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8192 + b"\r\n\r\n")
+        answer = sock.recv(1024)
+    assert answer.startswith(b"HTTP/1.1 431")
+    expect(httpx.get(guarded_server.base_url + "/healthz"), 200)
+
+
+async def test_keep_alive_requests_still_work(guarded_server: RunningServer) -> None:
+    async with httpx.AsyncClient(base_url=guarded_server.base_url, headers=AUTH_HEADERS) as client:
+        for _ in range(3):
+            expect(await client.get("/v1/namespaces"), 200)
+            await asyncio.sleep(0.6)  # pauses shorter than the keep-alive timeout
+        expect(await client.get("/v1/namespaces"), 200)
