@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from relaymq.core.cursor import (
     BackoffPolicy,
@@ -211,3 +213,13 @@ def test_mixed_modes_are_refused():
     cursor = PartitionCursor(0, CursorPolicy(), 0, 1, random.Random(0))
     with pytest.raises(InvalidArgument):
         SubscriptionDispatcher(policy, {0: cursor})
+
+
+@given(st.one_of(st.text(alphabet="0123456789abcdef.x ", max_size=30), st.text(max_size=30)))
+def test_fuzzed_receipts_are_refused_without_a_trace(receipt):
+    dispatcher = make_dispatcher(partitions=18, messages_per_partition=2)
+    dispatcher.take("c", 36, 0)
+    before = (dispatcher.checkpoints(), dispatcher.stats(), dispatcher.next_wakeup_ms())
+    with pytest.raises((InvalidReceipt, ReceiptNotFound, StaleReceipt)):
+        dispatcher.ack(receipt, 0)
+    assert (dispatcher.checkpoints(), dispatcher.stats(), dispatcher.next_wakeup_ms()) == before

@@ -61,8 +61,11 @@ class LatencyRecorder:
         if not self.values_us:
             return None
         histogram = self.histogram()
+        max_ms = max(self.values_us) / 1000
+        # A percentile is its bucket's highest equivalent value (3 significant digits),
+        # which may lie just above the exact maximum: never report more than that.
         percentiles = {
-            name: histogram.get_value_at_percentile(percentile) / 1000
+            name: min(histogram.get_value_at_percentile(percentile) / 1000, max_ms)
             for name, percentile in PERCENTILES.items()
         }
         return LatencySummary(
@@ -72,5 +75,5 @@ class LatencyRecorder:
             p90_ms=percentiles["p90"],
             p99_ms=percentiles["p99"],
             p99_9_ms=percentiles["p99_9"],
-            max_ms=max(self.values_us) / 1000,
+            max_ms=max_ms,
         )

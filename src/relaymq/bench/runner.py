@@ -56,7 +56,9 @@ class SpawnedServer:
         self.token = admin_key()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.data_dir = Path(tempfile.mkdtemp(prefix="relaymq-bench-"))
+        self.root = Path(tempfile.mkdtemp(prefix="relaymq-bench-"))
+        self.data_dir = self.root / "data"
+        self.log_path = self.root / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -70,9 +72,12 @@ class SpawnedServer:
             *("--fsync", self.fsync, "--log-level", "warning"),
         ]
         environment = {**os.environ, "RELAYMQ_ADMIN_KEY": self.token}  # noqa: TID251 - a child's env
-        self.process = subprocess.Popen(
-            command, env=environment, stdout=subprocess.DEVNULL, stderr=open("/tmp/prof/spawn.err", "wb")
-        )
+        # The log goes to a file, not a pipe: nobody reads a pipe during the run, and
+        # a server writing into a full one would stall (and skew the figures).
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, env=environment, stdout=subprocess.DEVNULL, stderr=log
+            )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -85,10 +90,11 @@ class SpawnedServer:
         raise Unavailable("relaymq serve did not become ready")
 
     def stderr_tail(self) -> str:
-        """The end of the server's standard error, for an error message."""
-        if self.process is None or self.process.stderr is None:
+        """The end of the server's log, for an error message."""
+        try:
+            return self.log_path.read_text(errors="replace")[-2000:]
+        except OSError:
             return ""
-        return self.process.stderr.read().decode(errors="replace")[-2000:]
 
     @property
     def pid(self) -> int:
@@ -105,7 +111,7 @@ class SpawnedServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> SpawnedServer:
         self.start()

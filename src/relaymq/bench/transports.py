@@ -15,7 +15,6 @@ window starts. Both protocols carry the same payload bytes and message ids.
 from __future__ import annotations
 
 import asyncio
-import os
 import collections
 import time
 from dataclasses import dataclass
@@ -171,7 +170,7 @@ class WebSocketProducer:
         )
         pending: collections.deque[tuple[int, asyncio.Future[Any]]] = collections.deque()
         started_ns = time.perf_counter_ns()
-        sequence, key, subject = 0, (None if os.environ.get("NOKEY") else plan.key), plan.subject
+        sequence, key, subject = 0, plan.key, plan.subject
         try:
             while not plan.finished(sequence):
                 sent_ns = await due_ns(plan, started_ns, sequence)

@@ -145,10 +145,10 @@ class SubscriptionDispatcher:
         partitions = self._partitions_of(consumer_id)
         if budget <= 0 or not partitions:
             return []
-        if len(partitions) == 1:  # nothing to spread
-            return self.cursors[partitions[0]].take(consumer_id, budget, now_ms)
         start = self._rotation % len(partitions)
         self._rotation += 1
+        if len(partitions) == 1:  # nothing to spread
+            return self.cursors[partitions[0]].take(consumer_id, budget, now_ms)
         partitions = partitions[start:] + partitions[:start]
         fair_share = -(-budget // len(partitions))
         deliveries = self._take_round(consumer_id, partitions, fair_share, budget, now_ms)
@@ -192,13 +192,7 @@ class SubscriptionDispatcher:
 
     def ack(self, receipt: str, now_ms: int) -> None:
         """Ack one delivery (cumulatively in ordered mode)."""
-        # _cursor_for()'s hot path, inlined: acks are the most frequent call here.
-        cursor = None
-        if type(receipt) is str:
-            cursor = self._by_receipt_prefix.get(receipt[: receipt.find(".")])
-        if cursor is None:
-            cursor = self._cursor_for(receipt)
-        cursor.ack(receipt, now_ms)
+        self._cursor_for(receipt).ack(receipt, now_ms)
 
     def nack(
         self, receipt: str, now_ms: int, delay_ms: int | None = None, error: str | None = None
