@@ -512,22 +512,32 @@ class PartitionCursor:
 
     def _offer_unfiltered(self, messages: Sequence[Message]) -> int:
         """:meth:`offer` when every message is wanted and none is done yet (no filter, no
-        restored acks or counts ahead): nothing to check per message but room and gaps."""
-        entries = self._entries
+        restored acks or counts ahead): nothing to check per message but room and gaps.
+
+        The common cases of :meth:`_place` are inlined: this loop is the per-message
+        step of the hot path into the window.
+        """
+        entries, key_queues, fifo = self._entries, self._key_queues, self._ready_fifo
+        ordered, key_ordered = self._ordered, self._key_ordered
         room = self.room()
         consumed = 0
-        # Plain messages (no TTL or delay) in shared mode become ready right here: this
-        # is _make_ready() inlined, the one per-message step of the hot path into the window.
-        shared = not self._ordered and not self._key_ordered
-        fifo = self._ready_fifo
         for message in messages:
             offset = message.offset
             if offset != self._read_offset:
                 self._skip_gap(offset)
             if consumed == room:
                 break
+            key = message.key if key_ordered else None
             plain = message.expires_at_ms is None and message.deliver_at_ms is None
-            if plain and shared:
+            if plain and key is not None and key in key_queues:
+                # Behind an earlier message of its key (a key's queue starts with a held
+                # one): it waits, not queued for delivery, for its turn (_advance_key).
+                entries[offset] = _Entry(message, offset, 0)
+                key_queues[key].append(offset)
+            elif plain and not ordered:
+                # Ready now, as _make_ready() would have it (a key's first message heads it).
+                if key is not None:
+                    key_queues[key] = deque((offset,))
                 entries[offset] = entry = _Entry(message, offset, 0, _READY)
                 rank = (-message.priority << _PRIORITY_SHIFT) | offset  # _rank(), inlined
                 if not fifo or rank > self._ready_fifo_last_rank:
@@ -537,7 +547,7 @@ class PartitionCursor:
                     heapq.heappush(self._ready_heap, rank)
             else:
                 entries[offset] = entry = _Entry(message, offset, 0)
-                if not (plain and self._ordered):  # a plain one is ready as it is in order
+                if not (plain and ordered):  # in order, a plain message is ready as it is
                     self._place(entry)
             self._read_offset = offset + 1
             consumed += 1
@@ -648,7 +658,7 @@ class PartitionCursor:
         """Forget the lease of an in-flight entry (the caller sets its next state)."""
         in_flight = self._in_flight
         del in_flight[entry.receipt]
-        entry.consumer.held -= 1  # type: ignore[union-attr]  # always set while in flight
+        entry.consumer.held -= 1  # set while in flight
         if not in_flight:
             # Every deadline item left is stale: drop them at once (bounds memory, and
             # keeps next_wakeup_ms from popping them one by one).
@@ -723,6 +733,7 @@ class PartitionCursor:
         return self._lease(chosen, consumer_id, now_ms + self._policy.ack_timeout_ms)
 
     def _choose_by_priority(self, max_count: int, now_ms: int) -> list[_Entry]:
+        """Up to ``max_count`` ready entries, by rank; expired ones are dead-lettered."""
         chosen: list[_Entry] = []
         fifo, heap, entries = self._ready_fifo, self._ready_heap, self._entries
         while len(chosen) < max_count:
@@ -746,6 +757,7 @@ class PartitionCursor:
         return chosen
 
     def _choose_in_order(self, max_count: int, now_ms: int) -> list[_Entry]:
+        """Up to ``max_count`` entries from the next offset on, stopping at a delayed one."""
         if self._paused_until_ms is not None:
             if now_ms < self._paused_until_ms:
                 return []
