@@ -118,9 +118,12 @@ class CursorPolicy:
             )
 
 
-@dataclass(slots=True)
-class Delivery:
-    """A message leased to a consumer until ``deadline_ms``; ``receipt`` settles it."""
+class Delivery(msgspec.Struct, gc=False):
+    """A message leased to a consumer until ``deadline_ms``; ``receipt`` settles it.
+
+    A struct built in C and never tracked by the garbage collector: one is made per
+    delivery, and holding many in flight must not make every collection slower.
+    """
 
     message: Message
     receipt: str
@@ -416,7 +419,7 @@ class PartitionCursor:
         self._scheduled: list[tuple[int, int]] = []  # (due_ms, offset)
         self._lease_deadlines = _LeaseDeadlines()
         self._expiries: list[tuple[int, int]] = []  # (expires_at_ms, offset)
-        self._key_queues: dict[str, deque[int]] = {}  # key_ordered: held offsets per key
+        self._key_queues: dict[str, deque[_Entry]] = {}  # key_ordered: held, per key
         self._ordered_in_flight: deque[_Entry] = deque()  # ordered: delivered, in order
         self._next_delivery = read_offset  # ordered: the next offset to hand out
         self._paused_until_ms: int | None = None  # ordered: backoff after a failure
@@ -532,13 +535,13 @@ class PartitionCursor:
             if plain and key is not None and key in key_queues:
                 # Behind an earlier message of its key (a key's queue starts with a held
                 # one): it waits, not queued for delivery, for its turn (_advance_key).
-                entries[offset] = _Entry(message, offset, 0)
-                key_queues[key].append(offset)
+                entries[offset] = entry = _Entry(message, offset, 0)
+                key_queues[key].append(entry)
             elif plain and not ordered:
                 # Ready now, as _make_ready() would have it (a key's first message heads it).
-                if key is not None:
-                    key_queues[key] = deque((offset,))
                 entries[offset] = entry = _Entry(message, offset, 0, _READY)
+                if key is not None:
+                    key_queues[key] = deque((entry,))
                 rank = (-message.priority << _PRIORITY_SHIFT) | offset  # _rank(), inlined
                 if not fifo or rank > self._ready_fifo_last_rank:
                     fifo.append(entry)
@@ -597,7 +600,7 @@ class PartitionCursor:
             queue = self._key_queues.get(key)
             if queue is None:
                 queue = self._key_queues[key] = deque()
-            queue.append(entry.offset)
+            queue.append(entry)
 
     def skip_to(self, offset: int) -> None:
         """Mark every offset below ``offset`` done (retention removed them, or a purge).
@@ -620,17 +623,21 @@ class PartitionCursor:
     # -- state moves ---------------------------------------------------------------------
 
     def _make_ready(self, entry: _Entry) -> None:
-        """Available now. Only key heads (and keyless messages) enter the ready structures.
+        """Available now. Only key heads (and keyless messages) enter the ready structures."""
+        key = entry.message.key
+        if self._ordered or (
+            self._key_ordered and key is not None and self._key_queues[key][0] is not entry
+        ):
+            entry.state = _AVAILABLE
+            return
+        self._queue_ready(entry)
+
+    def _queue_ready(self, entry: _Entry) -> None:
+        """Deliverable now, so into the ready structures.
 
         Ranks rising in arrival order (fresh messages, the common case) go to the FIFO,
         O(1) both ways; any other rank goes to the heap. ``take`` merges the two heads.
         """
-        key = entry.message.key
-        if self._ordered or (
-            self._key_ordered and key is not None and self._key_queues[key][0] != entry.offset
-        ):
-            entry.state = _AVAILABLE
-            return
         entry.state = _READY
         rank = _rank(entry.message.priority, entry.offset)
         if not self._ready_fifo or rank > self._ready_fifo_last_rank:
@@ -690,12 +697,11 @@ class PartitionCursor:
         queue = self._key_queues.get(key)
         if queue is None:
             return
-        entries = self._entries
         while queue:
-            head = entries.get(queue[0])
-            if head is not None and head.state != _DEAD:
+            head = queue[0]
+            if head.state != _DEAD and head.state != _DONE:
                 if head.state == _AVAILABLE:
-                    self._make_ready(head)
+                    self._queue_ready(head)
                 return
             queue.popleft()
         del self._key_queues[key]
