@@ -231,7 +231,29 @@ class Streams(Resource):
                 return
 
 
-class Subscriptions(Resource):
+class DeadLetterResource(Resource):
+    """A resource whose failed messages go to a dead-letter stream: browse and redrive them."""
+
+    async def dead_letters(
+        self, name: str, *, partition: int = 0, from_offset: int | None = None, limit: int = 100
+    ) -> list[StreamMessage]:
+        """Messages of the dead-letter stream, oldest first (headers
+        ``relaymq-dead-letter-reason``, ``relaymq-last-error``, ...)."""
+        params = {"partition": partition, "from_offset": from_offset, "limit": limit}
+        body = await self.http.request("GET", self.path(name, "dead-letters"), params=params)
+        return [StreamMessage.from_json(item) for item in body["messages"]]
+
+    async def redrive(self, name: str, *, max_messages: int | None = None) -> int:
+        """Publish dead letters back to their stream for another try; return how many."""
+        body = await self.http.request(
+            "POST",
+            self.path(name, "dead-letters", "redrive"),
+            json=settings(max_messages=max_messages),
+        )
+        return int(body["redriven"])
+
+
+class Subscriptions(DeadLetterResource):
     """Subscriptions: durable cursors on a stream, with a delivery mode."""
 
     collection = "subscriptions"
@@ -297,26 +319,8 @@ class Subscriptions(Resource):
         body = settings(offset=offset, timestamp_ms=timestamp_ms, partition=partition)
         await self.http.request("POST", self.path(name, "seek"), json=body)
 
-    async def dead_letters(
-        self, name: str, *, partition: int = 0, from_offset: int | None = None, limit: int = 100
-    ) -> list[StreamMessage]:
-        """Messages of the subscription's dead-letter stream (headers
-        ``relaymq-dead-letter-reason``, ``relaymq-last-error``, ...)."""
-        params = {"partition": partition, "from_offset": from_offset, "limit": limit}
-        body = await self.http.request("GET", self.path(name, "dead-letters"), params=params)
-        return [StreamMessage.from_json(item) for item in body["messages"]]
 
-    async def redrive(self, name: str, *, max_messages: int | None = None) -> int:
-        """Publish dead letters back to the stream for another try; how many."""
-        body = await self.http.request(
-            "POST",
-            self.path(name, "dead-letters", "redrive"),
-            json=settings(max_messages=max_messages),
-        )
-        return int(body["redriven"])
-
-
-class Queues(Resource):
+class Queues(DeadLetterResource):
     """Queues: a work-queue stream with one shared subscription, both named after it."""
 
     collection = "queues"
@@ -359,23 +363,6 @@ class Queues(Resource):
     async def get(self, name: str) -> QueueInfo:
         """A queue's settings and counters."""
         return await self._get(QueueInfo, name)
-
-    async def dead_letters(
-        self, name: str, *, partition: int = 0, from_offset: int | None = None, limit: int = 100
-    ) -> list[StreamMessage]:
-        """Messages of the queue's dead-letter queue, oldest first."""
-        params = {"partition": partition, "from_offset": from_offset, "limit": limit}
-        body = await self.http.request("GET", self.path(name, "dead-letters"), params=params)
-        return [StreamMessage.from_json(item) for item in body["messages"]]
-
-    async def redrive(self, name: str, *, max_messages: int | None = None) -> int:
-        """Move dead letters back into the queue; how many."""
-        body = await self.http.request(
-            "POST",
-            self.path(name, "dead-letters", "redrive"),
-            json=settings(max_messages=max_messages),
-        )
-        return int(body["redriven"])
 
 
 class Topics(Resource):
