@@ -164,6 +164,28 @@ async def test_corrupt_record_in_older_segment_stops_reads(tmp_path: Path) -> No
     await store.close()
 
 
+async def test_damage_found_on_open_in_an_older_segment_is_never_skipped(tmp_path: Path) -> None:
+    """Recovery marks an older segment damaged and shortens its readable part; a read
+    must stop at the damage, never jump to the next segment (that would silently skip
+    confirmed messages, which a work queue would then trim)."""
+    await write_and_close(tmp_path, 10, 20, segment_bytes=4_000)
+    first = segment_files(tmp_path)[0]
+    ends = record_ends(first)
+    data = bytearray(first.read_bytes())
+    data[ends[-2] + 30] ^= 0xFF  # inside the last record of the first segment
+    first.write_bytes(bytes(data))
+    damaged = len(ends) - 1
+    store = await LocalStore.open(tmp_path, min_free_bytes=0)
+    log = await store.open_partition(*PARTITION)
+    before = await log.read(0, 10_000, 1 << 30)
+    assert [message.offset for message in before] == list(range(damaged))
+    with pytest.raises(CorruptRecord):
+        await log.read(damaged, 10, 1 << 30)
+    later = await log.read(len(ends), 10, 1 << 30)  # the next segment is fine
+    assert later[0].offset == len(ends)
+    await store.close()
+
+
 # -- disk full ---------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relaymq.core.message import Message
-from relaymq.errors import StorageFull, StoreClosed
+from relaymq.errors import CorruptRecord, StorageFull, StoreClosed
 from relaymq.store.base import FsyncPolicy, PartitionStats, RetentionLimits
 from relaymq.store.local import record
 from relaymq.store.local.commit import GroupCommitter
@@ -424,16 +424,32 @@ class LocalPartitionLog:
 def _read_segments(
     segments: list[Segment], start: int, end: int, max_messages: int, max_bytes: int
 ) -> list[Message]:
-    """Read across segments until a limit is reached (worker thread)."""
+    """Read across segments until a limit is reached (worker thread).
+
+    Segments are contiguous, so a segment starting after the next wanted offset means
+    the offsets in between are unreadable: only a segment found damaged on open (its
+    readable part ends early) leaves such a gap. Skipping it would silently drop
+    confirmed messages, so the read stops there: it returns what it has, or raises
+    :class:`CorruptRecord` when the gap is the first thing asked for.
+    """
     messages: list[Message] = []
     used_bytes = 0
+    wanted = start
     for segment in segments:
         if segment.base_offset >= end:
             break
-        if segment.next_offset <= start:
+        if segment.base_offset > wanted:
+            if messages:
+                break
+            raise CorruptRecord(
+                f"offsets {wanted} to {segment.base_offset - 1} are unreadable"
+                " (a damaged segment)",
+                offset=wanted,
+            )
+        if segment.next_offset <= wanted:
             continue
         found, found_bytes = segment.read(
-            max(start, segment.base_offset),
+            wanted,
             end,
             max_messages - len(messages),
             max_bytes - used_bytes if messages else max_bytes,
@@ -442,6 +458,8 @@ def _read_segments(
             break
         messages.extend(found)
         used_bytes += found_bytes
+        if found:
+            wanted = found[-1].offset + 1
         if len(messages) >= max_messages or used_bytes >= max_bytes:
             break
     return messages

@@ -117,10 +117,13 @@ class SqliteMetadataStore:
         database.execute("BEGIN IMMEDIATE")
         try:
             database.executemany(statement, rows)
+            database.execute("COMMIT")
         except BaseException:
-            database.execute("ROLLBACK")
+            # A failed COMMIT (disk full, I/O error) can leave the transaction open;
+            # every later BEGIN would then fail until restart.
+            if database.in_transaction:
+                database.execute("ROLLBACK")
             raise
-        database.execute("COMMIT")
 
     def _query(self, statement: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return self._database().execute(statement, parameters).fetchall()
