@@ -8,7 +8,7 @@ import pytest
 
 from relaymq.broker import Broker
 from relaymq.broker.deadletters import DELIVERY_COUNT, LAST_ERROR, ORIGIN_STREAM, REASON
-from relaymq.broker.models import Backoff
+from relaymq.broker.models import Backoff, SubscriptionConfig
 from relaymq.core.message import Message
 from relaymq.errors import ReceiptNotFound, StaleReceipt, SubscriptionNotFound
 
@@ -265,3 +265,30 @@ async def test_cancelled_fetch_stops_even_when_notified_at_the_same_time(broker:
     fetch.cancel()  # ... and the cancel arrives in the same loop iteration
     with pytest.raises(asyncio.CancelledError):
         await fetch
+
+
+async def test_a_receipt_of_a_deleted_queue_never_acks_its_successor(broker: Broker) -> None:
+    await broker.create_queue("default", "jobs")
+    await publish(broker, "jobs", 1)
+    [old] = await broker.fetch("default", "jobs", consumer_id="a", max_messages=1)
+    await broker.delete_queue("default", "jobs")
+    await broker.create_queue("default", "jobs")
+    await publish(broker, "jobs", 1)
+    [new] = await broker.fetch("default", "jobs", consumer_id="b", max_messages=1)
+    assert (new.message.partition, new.message.offset) == (
+        old.message.partition,
+        old.message.offset,
+    )
+    [outcome] = await broker.ack("default", "jobs", [old.receipt])
+    assert outcome is not None
+    assert broker.subscription_info("default", "jobs").in_flight == 1
+
+
+async def test_sibling_subscriptions_issue_different_receipts(broker: Broker) -> None:
+    await broker.create_topic("default", "news")
+    for name in ("first", "second"):
+        await broker.create_subscription("default", SubscriptionConfig(name=name, stream="news"))
+    await broker.publish("default", [Message(subject="news", payload=b"x")])
+    [first] = await broker.fetch("default", "first", consumer_id="c", max_messages=1)
+    [second] = await broker.fetch("default", "second", consumer_id="c", max_messages=1)
+    assert first.receipt != second.receipt

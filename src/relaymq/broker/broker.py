@@ -101,7 +101,7 @@ class Broker:
         self._clock_ms = clock_ms
         self._namespaces: dict[str, Namespace] = {}
         self._admin_lock = asyncio.Lock()
-        self._lease_nonce = random.SystemRandom().getrandbits(63)
+        self._nonces = random.SystemRandom()
         self._closed = False
         self._fsync_seconds: deque[float] = deque(maxlen=FSYNC_SAMPLES_KEPT)
         self._maintenance = Maintenance(settings, metadata, self._all_streams, clock_ms)
@@ -346,7 +346,10 @@ class Broker:
             start_offsets,
             checkpoints,
             self.settings,
-            self._lease_nonce,
+            # A fresh nonce per subscription instance: receipts carry no subscription
+            # name, so a recreated queue or a sibling subscription on the same stream
+            # must never issue a receipt another one already issued.
+            self._nonces.getrandbits(63),
             self._dead_letter,
         )
 
