@@ -292,3 +292,15 @@ async def test_sibling_subscriptions_issue_different_receipts(broker: Broker) ->
     [first] = await broker.fetch("default", "first", consumer_id="c", max_messages=1)
     [second] = await broker.fetch("default", "second", consumer_id="c", max_messages=1)
     assert first.receipt != second.receipt
+
+
+async def test_purge_never_skips_a_publish_still_waiting_for_its_fsync(broker: Broker) -> None:
+    await broker.create_queue("default", "jobs")
+    publishing = asyncio.create_task(
+        broker.publish("default", [Message(subject="jobs", payload=b"late")])
+    )
+    await asyncio.sleep(0)  # the publish has written its record and waits for the fsync
+    await broker.purge_subscription("default", "jobs")
+    [result] = await publishing  # confirmed: it must be delivered
+    [delivery] = await broker.fetch("default", "jobs", consumer_id="c", max_messages=1)
+    assert delivery.message.offset == result.offset

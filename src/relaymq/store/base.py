@@ -65,7 +65,8 @@ class PartitionLog(Protocol):
 
     @property
     def next_offset(self) -> int:
-        """The offset the next appended message will get."""
+        """One past the last readable message. Messages of an append still in progress
+        (not yet as durable as the policy promises) are not counted."""
         ...
 
     async def append(self, messages: Sequence[Message]) -> int:

@@ -126,12 +126,16 @@ class LocalPartitionLog:
     @property
     def first_offset(self) -> int:
         """The lowest offset still retained (equals ``next_offset`` when empty)."""
-        return min(max(self._start_offset, self._segments[0].base_offset), self._next_offset)
+        return min(
+            max(self._start_offset, self._segments[0].base_offset), self._visible_next_offset
+        )
 
     @property
     def next_offset(self) -> int:
-        """The offset the next appended message will get."""
-        return self._next_offset
+        """One past the last readable message. Appends still waiting for their fsync
+        are not counted: until they are confirmed nobody may act on them (a purge or a
+        ``latest`` start would otherwise skip them)."""
+        return self._visible_next_offset
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -382,10 +386,10 @@ class LocalPartitionLog:
     def stats(self) -> PartitionStats:
         """Counts and bounds of what the partition holds; ``bytes`` is the size on disk."""
         first = self.first_offset
-        messages = self._next_offset - first
+        messages = self._visible_next_offset - first
         return PartitionStats(
             first_offset=first,
-            next_offset=self._next_offset,
+            next_offset=self._visible_next_offset,
             messages=messages,
             bytes=self._total_bytes(),
             first_timestamp_ms=self._first_timestamp_ms(first) if messages else None,
