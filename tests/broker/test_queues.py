@@ -8,9 +8,9 @@ import pytest
 
 from relaymq.broker import Broker
 from relaymq.broker.deadletters import DELIVERY_COUNT, LAST_ERROR, ORIGIN_STREAM, REASON
-from relaymq.broker.models import Backoff, SubscriptionConfig
+from relaymq.broker.models import Backoff, DiscardPolicy, StreamConfig, SubscriptionConfig
 from relaymq.core.message import Message
-from relaymq.errors import ReceiptNotFound, StaleReceipt, SubscriptionNotFound
+from relaymq.errors import ReceiptNotFound, StaleReceipt, StorageFull, SubscriptionNotFound
 
 from .conftest import BrokerFactory, ManualClock
 
@@ -304,3 +304,29 @@ async def test_purge_never_skips_a_publish_still_waiting_for_its_fsync(broker: B
     [result] = await publishing  # confirmed: it must be delivered
     [delivery] = await broker.fetch("default", "jobs", consumer_id="c", max_messages=1)
     assert delivery.message.offset == result.offset
+
+
+async def test_a_dead_letter_that_cannot_be_stored_is_retried_not_stranded(broker: Broker) -> None:
+    await broker.create_stream(
+        "default",
+        StreamConfig(name="dead", subjects=["dead"], max_messages=1, discard=DiscardPolicy.NEW),
+    )
+    await broker.create_stream("default", StreamConfig(name="work", subjects=["work"]))
+    await broker.create_subscription(
+        "default", SubscriptionConfig(name="worker", stream="work", dead_letter_stream="dead")
+    )
+    await broker.publish("default", [Message(subject="dead", payload=b"filler")])
+    await broker.publish("default", [Message(subject="work", payload=b"poison")])
+    [delivery] = await broker.fetch("default", "worker", consumer_id="c", max_messages=1)
+    with pytest.raises(StorageFull):
+        await broker.term("default", "worker", [delivery.receipt], reason="bad")
+
+    await broker.purge_stream("default", "dead")  # space again: maintenance retries
+    dead: list[Message] = []
+    for _ in range(200):
+        dead = await broker.read_stream("default", "dead", wait_ms=50)
+        if dead:
+            break
+    assert [message.payload for message in dead] == [b"poison"]
+    info = broker.subscription_info("default", "worker")
+    assert (info.lag_messages, info.in_flight, info.dead_lettered) == (0, 0, 1)

@@ -733,7 +733,13 @@ class Broker:
                 dead_letter_message(dead_letter, subscription.stream.name, subscription.name)
                 for dead_letter in dead_letters
             ]
-            await target.append(messages, self._clock_ms())
+            try:
+                await target.append(messages, self._clock_ms())
+            except BaseException:
+                # Not durable in the dead-letter stream (disk full, cancelled): the cursor
+                # must not forget them; they are handed out again by the next expiry.
+                subscription.dispatcher.retry_dead_letters(dead_letters)
+                raise
         elif target_name is not None:
             logger.warning(
                 "dead-letter stream %s of subscription %s is gone; dropping %d messages",
@@ -741,9 +747,8 @@ class Broker:
                 subscription.name,
                 len(dead_letters),
             )
-        cursors = subscription.dispatcher.cursors
         for dead_letter in dead_letters:
-            cursors[dead_letter.message.partition].confirm_dead_letter(dead_letter.message.offset)
+            subscription.dispatcher.confirm_dead_letter(dead_letter)
 
     # -- streams as logs ----------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from relaymq.store.base import MetadataStore
 logger = logging.getLogger("relaymq.broker")
 
 TICK_MS = 25
+REPORT_INTERVAL_MS = 10_000
 
 
 class Maintenance:
@@ -45,6 +46,7 @@ class Maintenance:
         self._task: asyncio.Task[None] | None = None
         self._next_checkpoint_ms = 0
         self._next_retention_ms = 0
+        self._last_reported_ms: dict[str, int] = {}
 
     def start(self) -> None:
         """Start the background task."""
@@ -70,6 +72,14 @@ class Maintenance:
                 logger.exception("maintenance tick failed")
             await asyncio.sleep(TICK_MS / 1000)
 
+    def _report(self, what: str, error: RelayError, now_ms: int) -> None:
+        """Log a failure, at most once per ``REPORT_INTERVAL_MS`` for the same thing: a
+        condition like a full disk fails on every tick until it clears."""
+        if now_ms - self._last_reported_ms.get(what, -REPORT_INTERVAL_MS) < REPORT_INTERVAL_MS:
+            return
+        self._last_reported_ms[what] = now_ms
+        logger.warning("%s failed (retrying): %s", what, error)
+
     def _subscriptions(self) -> list[SubscriptionHandle]:
         return [sub for stream in self._streams() for sub in stream.subscriptions.values()]
 
@@ -77,7 +87,12 @@ class Maintenance:
         """Run whatever is due now."""
         now_ms = self._clock_ms()
         for subscription in self._subscriptions():
-            await subscription.expire(now_ms)
+            try:
+                await subscription.expire(now_ms)
+            except RelayError as error:
+                # One subscription's failure (its dead-letter stream is full) must not
+                # stop lease expiry, checkpoints and retention for every other one.
+                self._report(f"expiry of subscription {subscription.name}", error, now_ms)
         if now_ms >= self._next_checkpoint_ms:
             self._next_checkpoint_ms = now_ms + self._settings.checkpoint_interval_ms
             await self.save_checkpoints()
@@ -113,7 +128,7 @@ class Maintenance:
             try:
                 await self._retain(stream, now_ms)
             except RelayError as error:
-                logger.warning("retention of stream %s failed: %s", stream.name, error)
+                self._report(f"retention of stream {stream.name}", error, now_ms)
 
     async def _retain(self, stream: StreamHandle, now_ms: int) -> None:
         limits = stream.retention_limits()

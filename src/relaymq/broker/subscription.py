@@ -9,6 +9,7 @@ broker provides, which appends them durably before the cursor forgets them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -175,7 +176,9 @@ class SubscriptionHandle:
                 return []
             await self.fill(max_messages)
             now_ms = clock_ms()
-            await self.expire(now_ms)
+            # A dead letter that could not be stored is retried and reported by maintenance.
+            with contextlib.suppress(RelayError):
+                await self.expire(now_ms)
             deliveries = dispatcher.take(consumer_id, max_messages, now_ms)
             if deliveries:
                 self._count_deliveries(deliveries)

@@ -951,6 +951,17 @@ class PartitionCursor:
         entry.last_error = reason
         return self._dead_letter(entry, "terminated", reason)
 
+    def retry_dead_letters(self, dead_letters: list[DeadLetter]) -> None:
+        """The broker could not publish these dead letters (disk full, cancelled): hand
+        them out again from the next :meth:`expire`. Ones no longer pending are dropped."""
+        entries = self._entries
+        self._dead_backlog.extend(
+            dead_letter
+            for dead_letter in dead_letters
+            if (entry := entries.get(dead_letter.message.offset)) is not None
+            and entry.state == _DEAD
+        )
+
     def confirm_dead_letter(self, offset: int) -> None:
         """The broker durably published the dead letter of ``offset``: it is done.
 

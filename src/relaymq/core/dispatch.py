@@ -208,6 +208,13 @@ class SubscriptionDispatcher:
         """Dead-letter one delivery now."""
         return self._cursor_for(receipt).term(receipt, now_ms, reason)
 
+    def retry_dead_letters(self, dead_letters: list[DeadLetter]) -> None:
+        """Dead letters the broker failed to publish come back from the next :meth:`expire`."""
+        for dead_letter in dead_letters:
+            cursor = self.cursors.get(dead_letter.message.partition)
+            if cursor is not None:
+                cursor.retry_dead_letters([dead_letter])
+
     def confirm_dead_letter(self, dead_letter: DeadLetter) -> None:
         """The broker durably published ``dead_letter``: its message is done."""
         cursor = self.cursors.get(dead_letter.message.partition)
