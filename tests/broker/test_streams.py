@@ -3,6 +3,8 @@ dedup, retention, restart, and typed errors for bad calls."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from relaymq.broker import Broker
@@ -285,3 +287,15 @@ async def test_full_disk_is_a_typed_error_and_loses_nothing_confirmed(
 
     broker = await open_broker()
     assert [m.payload for m in await drain(broker, "jobs")] == [b"kept"] * 5
+
+
+async def test_a_cancelled_publish_that_lands_is_still_deduplicated(broker: Broker) -> None:
+    await broker.create_stream("default", StreamConfig(name="orders", subjects=["orders.>"]))
+    publishing = asyncio.create_task(broker.publish("default", orders(1, id="order-1")))
+    await asyncio.sleep(0)  # written, waiting for its fsync
+    publishing.cancel()  # the client went away
+    with pytest.raises(asyncio.CancelledError):
+        await publishing
+    [retry] = await broker.publish("default", orders(1, id="order-1"))
+    assert retry.duplicate
+    assert broker.stream_info("default", "orders").messages == 1

@@ -9,6 +9,7 @@ messages durable (as its fsync policy promises).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,13 @@ def compile_schema(schema: dict[str, Any] | None) -> Callable[[Any], Any] | None
         return fastjsonschema.compile(schema)
     except (fastjsonschema.JsonSchemaDefinitionException, TypeError, ValueError) as error:
         raise InvalidConfig(f"invalid JSON Schema: {error}", field="json_schema") from None
+
+
+def _failure(task: asyncio.Future[None]) -> BaseException | None:
+    """How a finished append task failed (``None``: it succeeded)."""
+    if task.cancelled():
+        return asyncio.CancelledError()
+    return task.exception()
 
 
 class StreamHandle:
@@ -171,20 +179,25 @@ class StreamHandle:
                     continue
                 owned.append(message.id)
             batches[self._partitioner.choose(message.key)].append((index, message))
-        try:
-            await self._append_batches(batches, results, now_ms)
-        except BaseException as error:
-            self._release_ids(owned, claim, error)
-            raise
-        self._release_ids(owned, claim, None)
+        if batches:
+            # Once written, records may become durable even if the caller goes away (a
+            # closed connection, a shutdown): the write runs to its end on its own, and
+            # its ids are remembered and its waiters told however the caller fares.
+            work = asyncio.ensure_future(self._append_batches(batches, results, now_ms))
+            work.add_done_callback(lambda done: self._release_ids(owned, claim, _failure(done)))
+            await asyncio.shield(work)
+        else:
+            self._release_ids(owned, claim, None)
         for index, message_id, waiter in waits:
-            try:
+            with contextlib.suppress(StorageFull):
                 await waiter
-            except StorageFull:
-                raise StorageFull("the original publish failed", id=message_id) from None
-            partition, offset = self._dedup.location(message_id)
+            # Even when the original call failed, this id may have landed (another
+            # partition of that call): the dedup window is the truth.
+            location = self._dedup.lookup(message_id, now_ms)
+            if location is None:
+                raise StorageFull("the original publish failed", id=message_id)
             results[index] = PublishResult(
-                stream=self.name, partition=partition, offset=offset, duplicate=True
+                stream=self.name, partition=location[0], offset=location[1], duplicate=True
             )
         return results  # type: ignore[return-value]
 

@@ -1,0 +1,38 @@
+"""The long-poll wake-up: notifications wake every waiter, cancellation always wins."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from relaymq.broker.signals import ChangeSignal
+
+
+async def test_notify_wakes_every_waiter_before_the_timeout() -> None:
+    signal = ChangeSignal()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    waiters = [asyncio.create_task(signal.wait(10)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    signal.notify()
+    await asyncio.gather(*waiters)
+    assert loop.time() - started < 1
+
+
+async def test_wait_returns_after_the_timeout_without_a_notify() -> None:
+    signal = ChangeSignal()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await signal.wait(0.05)
+    assert loop.time() - started >= 0.04
+
+
+async def test_a_cancel_racing_a_notify_still_cancels() -> None:
+    signal = ChangeSignal()
+    waiter = asyncio.create_task(signal.wait(10))
+    await asyncio.sleep(0.01)
+    signal.notify()  # the waiter's future is resolved ...
+    waiter.cancel()  # ... and the cancel arrives before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
