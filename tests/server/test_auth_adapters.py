@@ -178,3 +178,18 @@ async def test_keep_alive_requests_still_work(guarded_server: RunningServer) -> 
             expect(await client.get("/v1/namespaces"), 200)
             await asyncio.sleep(0.6)  # pauses shorter than the keep-alive timeout
         expect(await client.get("/v1/namespaces"), 200)
+
+
+def test_a_consumer_cannot_aim_dead_letters_at_a_stream_it_may_not_manage(
+    api: Api, http: httpx.Client
+) -> None:
+    """Dead letters are written into their stream without the publish checks, so a
+    ``consume`` grant alone must not name one when subscribing to a topic."""
+    api.ok("POST", "/topics", 201, json={"name": "alerts"})
+    api.ok("POST", "/streams", 201, json={"name": "payments", "subjects": ["payments"]})
+    headers = namespace_key(http, api.namespace, "consume", ["*"])
+    aimed = {"name": "sneaky", "dead_letter_stream": "payments", "max_deliveries": 1}
+    response = api.post("/topics/alerts/subscriptions", json=aimed, headers=headers)
+    assert response.status_code == 403
+    plain = {"name": "honest"}
+    expect(api.post("/topics/alerts/subscriptions", json=plain, headers=headers), 201)

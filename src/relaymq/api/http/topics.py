@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from fastapi import Request, Response
 
+from relaymq.api.http.auth import principal_of
 from relaymq.api.http.dependencies import BrokerDependency, NamespacePath, TopicPath
 from relaymq.api.http.pagination import CursorQuery, LimitQuery, paginate
 from relaymq.api.http.publish import (
@@ -27,6 +28,8 @@ from relaymq.api.http.schemas import (
     TopicOut,
     TopicSubscriptionCreate,
 )
+from relaymq.auth.policy import Action, enforce
+from relaymq.auth.principal import Resource, ResourceKind
 from relaymq.broker import Broker
 from relaymq.broker.models import RetentionPolicy, StreamInfo
 from relaymq.errors import NotFound
@@ -122,9 +125,18 @@ async def subscribe(
     topic: TopicPath,
     body: TopicSubscriptionCreate,
     broker: BrokerDependency,
+    request: Request,
 ) -> SubscriptionOut:
-    """Create a subscription on the topic; consume it with the subscription routes."""
+    """Create a subscription on the topic; consume it with the subscription routes.
+
+    Subscribing needs only ``consume`` on the topic, but dead letters are written into
+    their stream without the publish checks, so naming a dead-letter stream needs
+    ``manage`` on that stream.
+    """
     topic_stream(broker, namespace, topic)
+    if body.dead_letter_stream is not None:
+        target = Resource(ResourceKind.STREAM, body.dead_letter_stream)
+        enforce(principal_of(request), Action.MANAGE, namespace, target)
     info = await broker.create_subscription(namespace, body.to_config(topic))
     return SubscriptionOut.from_info(info)
 
