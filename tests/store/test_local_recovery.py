@@ -307,3 +307,33 @@ def test_frame_decoder_rejects_garbage() -> None:
         data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
         with pytest.raises(record.FrameError):
             record.read_frame(bytes(data), 0)
+
+
+# -- group commit --------------------------------------------------------------------------
+
+
+async def test_a_failed_pass_does_not_strand_appends_waiting_for_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await LocalStore.open(tmp_path, min_free_bytes=0)
+    log = await store.open_partition(*PARTITION)
+    committer = store._committer
+    real_run_pass = committer._run_pass
+    calls = 0
+
+    async def failing_first_pass(logs: list[object]) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0.05)  # a second append joins the next pass meanwhile
+            raise RuntimeError("the fsync executor is gone")
+        return await real_run_pass(logs)
+
+    monkeypatch.setattr(committer, "_run_pass", failing_first_pass)
+    first = asyncio.create_task(log.append(make_batch(0, 1)))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(log.append(make_batch(1, 1)))
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(first, 5)
+    await asyncio.wait_for(second, 5)
+    await store.close()

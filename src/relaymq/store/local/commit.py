@@ -121,9 +121,16 @@ class GroupCommitter:
             assert future is not None
             try:
                 results = await self._run_pass(logs)
-            except BaseException as error:
-                future.set_exception(error)
+            except asyncio.CancelledError:
+                future.cancel()
+                if self._next_pass is not None:
+                    self._next_pass.cancel()
                 raise
+            except Exception as error:
+                # Fail this pass's appends, but keep running: appends that already
+                # joined the next pass would otherwise wait forever.
+                future.set_exception(error)
+                continue
             future.set_result(results)
 
     async def _run_pass(self, logs: list[Syncable]) -> dict[Syncable, BaseException | None]:

@@ -239,7 +239,11 @@ class LocalPartitionLog:
             return StorageFull("the disk is full; the append was rolled back")
         if error is None:
             self._publish(job.active, job.mark.size_bytes, job.mark.next_offset)
-            self._durable.segment, self._durable.mark = job.active, job.mark
+            # Passes of one log can overlap (a close's sync_now beside a batch pass); an
+            # older snapshot finishing last must not move the durable mark backwards, or
+            # a later failed fsync would roll back records already confirmed.
+            if job.mark.next_offset >= self._durable.mark.next_offset:
+                self._durable.segment, self._durable.mark = job.active, job.mark
             return None
         self._rollback(job)
         self._guard.forget()
