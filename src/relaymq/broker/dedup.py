@@ -42,10 +42,6 @@ class DedupWindow:
             return None
         return _location(entry)
 
-    def location(self, message_id: str) -> tuple[int, int]:
-        """The ``(partition, offset)`` recorded for an id just remembered (no expiry check)."""
-        return _location(self._entries[message_id])
-
     def remember(self, message_id: str, partition: int, offset: int, timestamp_ms: int) -> None:
         """Record where a message with this id landed."""
         self._entries[message_id] = _pack(partition, offset, timestamp_ms)
