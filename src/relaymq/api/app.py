@@ -32,6 +32,7 @@ from relaymq.api.http.auth import AUTHORIZED, AuditTrail, check_rules
 from relaymq.api.http.draining import install_draining
 from relaymq.api.http.errors import install_error_handlers
 from relaymq.api.http.limits import BodySizeLimit
+from relaymq.api.http.rate_gate import RateGate
 from relaymq.auth.gate import QuotaGate
 from relaymq.auth.security import Security
 from relaymq.broker import Broker
@@ -79,6 +80,7 @@ def create_app(broker: Broker, settings: Settings, security: Security) -> FastAP
     install_draining(app)
     app.add_middleware(BodySizeLimit, max_request_bytes=settings.max_request_bytes)
     app.add_middleware(AuditTrail, security=security)
+    app.add_middleware(RateGate, security=security)  # outside the audit: publishes are not audited
     app.include_router(health.router)
     for router in ROUTERS:
         app.include_router(router, dependencies=AUTHORIZED)

@@ -184,6 +184,13 @@ class Quotas:
                     retry_after_seconds=round(wait_seconds, 3),
                 )
 
+    def publish_refused(self, namespace: str) -> bool:
+        """Whether a one-message publish would be refused now. Never creates a meter
+        (a namespace not metered yet has room), so it is safe on any path."""
+        meter = self.meters.get(namespace)
+        bucket = meter.messages if meter is not None else None
+        return bucket is not None and bucket.shortfall_seconds(1) > 0
+
     def check_streams(self, namespace: str, current: int, adding: int) -> None:
         """Refuse creating ``adding`` streams beyond ``max_streams``."""
         limit = self.meter(namespace).quota.max_streams

@@ -17,12 +17,13 @@ from relaymq.config import Settings
 from relaymq.errors import InvalidArgument
 
 
-def get_broker(request: Request) -> Broker:
-    """The broker this app serves."""
+async def get_broker(request: Request) -> Broker:
+    """The broker this app serves. (``async``: FastAPI runs a plain ``def``
+    dependency in a worker thread, a hand-off per request for a field read.)"""
     return request.app.state.broker
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The server settings."""
     return request.app.state.settings
 

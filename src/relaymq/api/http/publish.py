@@ -76,7 +76,7 @@ class RawMetadata:
     priority: int
 
 
-def raw_metadata(
+async def raw_metadata(
     subject: Annotated[str | None, Header(alias="RelayMQ-Subject")] = None,
     key: Annotated[str | None, Header(alias="RelayMQ-Key")] = None,
     message_id: Annotated[str | None, Header(alias="RelayMQ-Message-Id")] = None,
@@ -85,7 +85,7 @@ def raw_metadata(
     priority: Annotated[int, Header(alias="RelayMQ-Priority", ge=0, le=MAX_INTEGER)] = 0,
 ) -> RawMetadata:
     """Raw-body metadata (ignored for JSON bodies); ``RelayMQ-Header-<name>`` headers
-    become message headers."""
+    become message headers. ``async`` so FastAPI does not hand it to a worker thread."""
     return RawMetadata(subject, key, message_id, delay_ms, ttl_ms, priority)
 
 
