@@ -87,7 +87,9 @@ def create_app(broker: Broker, settings: Settings, security: Security) -> FastAP
     websocket.install(app, gated, settings)  # type: ignore[arg-type]
     sse.install(app, gated, settings)  # type: ignore[arg-type]
     metrics.install(app, broker, settings)
-    check_rules(app, PUBLIC_PATHS)
+    check_rules(
+        [*app.routes, *(route for router in ROUTERS for route in router.routes)], PUBLIC_PATHS
+    )
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
 

@@ -20,11 +20,12 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relaymq.auth.policy import Action, can_see, enforce, enforce_any, hidden_namespace
@@ -263,10 +264,14 @@ def target_of(request: Request) -> str | None:
     return values[-1] if values else None
 
 
-def check_rules(app: FastAPI, public_paths: Iterable[str]) -> None:
-    """Refuse to build an app with a route that is neither public nor ruled."""
+def check_rules(routes: Iterable[BaseRoute], public_paths: Iterable[str]) -> None:
+    """Refuse to build an app with a route that is neither public nor ruled.
+
+    Takes the routes themselves (the app's own and those of each included router):
+    FastAPI wraps an included router into one opaque route of the app.
+    """
     public = set(public_paths)
-    for route in app.routes:
+    for route in routes:
         if not isinstance(route, APIRoute) or route.path in public:
             continue
         for method in route.methods or ():
