@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -23,6 +24,24 @@ STANDARD_RECORD_FIELDS = frozenset(
 )
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+# Browsers cannot send an Authorization header with EventSource or WebSocket, so those
+# two endpoints take ``?access_token=``; the access log must never show it.
+_QUERY_TOKEN = re.compile(r"(access_token=)[^&\s]*")
+
+
+class RedactQueryTokens(logging.Filter):
+    """Replaces ``access_token=...`` in a record's message arguments with ``access_token=***``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact, and always keep the record."""
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _QUERY_TOKEN.sub(r"\1***", value) if isinstance(value, str) else value
+                for value in record.args
+            )
+        elif isinstance(record.msg, str):
+            record.msg = _QUERY_TOKEN.sub(r"\1***", record.msg)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -69,3 +88,6 @@ def configure_logging(level: LogLevel, log_format: LogFormat, stream: TextIO | N
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, RedactQueryTokens) for existing in access.filters):
+        access.addFilter(RedactQueryTokens())

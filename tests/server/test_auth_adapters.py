@@ -193,3 +193,42 @@ def test_a_consumer_cannot_aim_dead_letters_at_a_stream_it_may_not_manage(
     assert response.status_code == 403
     plain = {"name": "honest"}
     expect(api.post("/topics/alerts/subscriptions", json=plain, headers=headers), 201)
+
+
+async def test_browsers_may_pass_the_token_in_the_url_of_sse_and_websocket_only(
+    running_server: RunningServer, api: Api
+) -> None:
+    """EventSource and the browser WebSocket cannot set headers; only those two
+    endpoints take ``?access_token=``, and a wrong one is still refused."""
+    api.ok("POST", "/streams", 201, json={"name": "browser-feed", "subjects": ["browser"]})
+    token = AUTH_HEADERS["Authorization"].removeprefix("Bearer ")
+    events = f"{running_server.base_url}{api.prefix}/streams/browser-feed/events"
+    async with httpx.AsyncClient() as client:
+        async with client.stream("GET", events, params={"access_token": token}) as response:
+            assert response.status_code == 200
+        refused = await client.get(events, params={"access_token": "rmq_wrong"})
+        assert refused.status_code == 401
+        ordinary = f"{running_server.base_url}{api.prefix}/streams"
+        assert (await client.get(ordinary, params={"access_token": token})).status_code == 401
+    async with connect(f"{ws_url(running_server, api.namespace)}?access_token={token}") as socket_:
+        await socket_.send(json.dumps({"op": "ping", "seq": 1}))
+        assert json.loads(await socket_.recv())["op"] == "pong"
+
+
+def test_the_access_log_never_shows_a_url_token() -> None:
+    import logging
+
+    from relaymq.logging import RedactQueryTokens
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        "",
+        0,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/v1/x/events?from=0&access_token=rmq_secret&a=1", "1.1", 200),
+        None,
+    )
+    RedactQueryTokens().filter(record)
+    assert "rmq_secret" not in record.getMessage()
+    assert "access_token=***&a=1" in record.getMessage()

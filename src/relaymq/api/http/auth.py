@@ -186,6 +186,20 @@ def route_key(request: Request) -> tuple[str, str]:
     return request.method, getattr(route, "path", "")
 
 
+QUERY_TOKEN_PARAMETER = "access_token"
+# Only the listen-only Server-Sent Events route takes a token in its URL: a browser's
+# EventSource cannot send headers. Everywhere else a URL token would just leak into
+# logs and histories. (The WebSocket handshake takes one too: authenticate_websocket.)
+QUERY_TOKEN_ROUTES = frozenset({("GET", "/v1/namespaces/{namespace}/streams/{stream}/events")})
+
+
+def query_token(request: Request, key: tuple[str, str]) -> str | None:
+    """The ``?access_token=`` credential, on the routes that accept one."""
+    if key not in QUERY_TOKEN_ROUTES:
+        return None
+    return request.query_params.get(QUERY_TOKEN_PARAMETER) or None
+
+
 async def authorize(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -197,7 +211,8 @@ async def authorize(
     if rule is not None and rule.audited:
         request.state.audit = AuditContext(f"{key[0]} {key[1]}", namespace, target_of(request))
     security = security_of(request)
-    principal = await security.authenticate(credentials.credentials if credentials else None)
+    token = credentials.credentials if credentials else query_token(request, key)
+    principal = await security.authenticate(token)
     request.state.principal = principal
     check_access(principal, key, request.path_params)
     if rule is not None and rule.action is Action.PUBLISH and namespace is not None:
@@ -283,12 +298,15 @@ def check_rules(routes: Iterable[BaseRoute], public_paths: Iterable[str]) -> Non
 
 
 async def authenticate_websocket(connection: HTTPConnection) -> Principal:
-    """The principal of a WebSocket handshake (``Authorization: Bearer``)."""
+    """The principal of a WebSocket handshake: ``Authorization: Bearer``, or for a
+    browser (whose WebSocket API cannot set headers) ``?access_token=``."""
     header = connection.headers.get("authorization")
     token = None
     if header is not None:
         scheme, _, value = header.partition(" ")
         token = value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    if token is None:
+        token = connection.query_params.get(QUERY_TOKEN_PARAMETER) or None
     return await security_of(connection).authenticate(token)
 
 
