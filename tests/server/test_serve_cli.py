@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -121,7 +120,6 @@ def readme_shell_blocks() -> str:
     return "\n".join(re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.DOTALL))
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="the README tour uses curl")
 def test_readme_tour_runs_against_relaymq_serve(tmp_path: Path) -> None:
     with relaymq_serve(tmp_path / "data") as (process, base_url):
         script = readme_shell_blocks().replace("http://127.0.0.1:8765", base_url)
