@@ -109,6 +109,7 @@ class Server:
             limit_concurrency=settings.max_connections,
             timeout_keep_alive=max(1, round(settings.keep_alive_timeout_seconds)),
             timeout_graceful_shutdown=round(settings.shutdown_timeout_seconds),
+            ws="websockets-sansio",
             ws_max_size=settings.ws_max_frame_bytes,
             h11_max_incomplete_event_size=settings.max_header_bytes,
             server_header=False,

@@ -3,18 +3,24 @@ accounting that refuses a throughput figure when a message was lost."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
+from typing import Any
 
 import pytest
 
+from relaymq.bench.histogram import LatencyRecorder
 from relaymq.bench.payload import decode_payload, encode_payload
 from relaymq.bench.report import build_report
+from relaymq.bench.transports import Pacer, ProducerPlan, Tuning, WebSocketProducer, next_batch
 from relaymq.bench.verify import Deliveries, Publications, verdict
 from relaymq.bench.workloads import BenchPlan, Mark, Phase, RunState
 
 BENCH_TIMEOUT_SECONDS = 120
+STALL_SECONDS = 0.02
 
 
 def run_bench(*arguments: str) -> tuple[int, dict]:
@@ -46,6 +52,8 @@ def run_bench(*arguments: str) -> tuple[int, dict]:
         (["latency", "--duration", "1", "--rate", "500"], ["publish", "end_to_end"], 1),
         (["queue", "--messages", "2000", "--protocol", "http", "--batch-messages", "200"],
          ["publish", "end_to_end"], 1),
+        (["latency", "--duration", "1", "--rate", "500", "--protocol", "http"],
+         ["publish", "end_to_end"], 1),
     ],
 )  # fmt: skip
 def test_every_workload_delivers_everything_and_reports(
@@ -69,6 +77,18 @@ def test_every_workload_delivers_everything_and_reports(
     assert report["server"]["fsync"] == "batch"
     assert report["server"]["peak_rss_bytes"] > 0
     assert report["phases"][0]["server_cpu_percent"] is not None
+    assert_schedule_lag(report, paced="--rate" in arguments)
+
+
+def assert_schedule_lag(report: dict, paced: bool) -> None:
+    """A paced run reports the lag of every published message; an unpaced one none."""
+    lag = report["schedule_lag_ms"]
+    if not paced:
+        assert lag is None
+        return
+    assert lag["count"] == report["verification"]["published"] > 0
+    assert 0 <= lag["p50_ms"] <= lag["p99_ms"] <= lag["max_ms"] + 0.01
+    assert lag["mean_ms"] >= 0
 
 
 def test_payload_round_trip() -> None:
@@ -120,3 +140,101 @@ def test_a_complete_run_reports_its_throughput() -> None:
     assert report["throughput_withheld"] is None
     assert report["phases"][0]["msgs_per_second"] == 5.0
     assert report["phases"][0]["server_cpu_percent"] == 50.0
+
+
+# -- pacing: what a payload's sent_ns means ------------------------------------------------
+
+
+def producer_plan(messages: int, rate_per_second: float | None) -> ProducerPlan:
+    """A plan for one producer of ``messages``."""
+    return ProducerPlan(0, "subject", messages, None, rate_per_second, "test")
+
+
+async def test_a_paced_message_is_stamped_when_sent_never_before_it_is_due() -> None:
+    lag = LatencyRecorder()
+    pacer = Pacer(2_000, lag)
+    stamps = []
+    for sequence in range(50):
+        await pacer.wait(sequence)
+        stamps.append((pacer.due_ns(sequence), pacer.stamp(sequence)))
+    assert all(sent_ns >= due_ns for due_ns, sent_ns in stamps)
+    assert len(lag.values_us) == 50
+    assert list(lag.values_us) == [(sent - due) // 1000 for due, sent in stamps]
+
+
+def test_an_unpaced_message_has_no_schedule_and_no_lag() -> None:
+    lag = LatencyRecorder()
+    pacer = Pacer(None, lag)
+    before = time.perf_counter_ns()
+    assert pacer.due_ns(7) is None
+    assert pacer.is_due(10**9)
+    assert before <= pacer.stamp(7) <= time.perf_counter_ns()
+    assert len(lag.values_us) == 0
+
+
+async def test_an_http_batch_holds_what_is_due_each_stamped_as_it_joins() -> None:
+    lag = LatencyRecorder()
+    pacer = Pacer(1_000, lag)  # one message a millisecond
+    await asyncio.sleep(0.02)
+    batch = await next_batch(producer_plan(1_000, 1_000), pacer, 0, 500)
+    assert 15 <= len(batch) < 500  # what was due, not a full batch
+    assert [sequence for sequence, _ in batch] == list(range(len(batch)))
+    due = [pacer.due_ns(sequence) for sequence, _ in batch]
+    sent = [sent_ns for _, sent_ns in batch]
+    assert all(sent_ns >= due_ns for due_ns, sent_ns in zip(due, sent, strict=True))
+    assert sent == sorted(sent)
+    assert len(lag.values_us) == len(batch)
+    later = await next_batch(producer_plan(1_000, 1_000), pacer, len(batch), 500)
+    assert later[0][0] == len(batch)
+    assert later[0][1] >= pacer.due_ns(len(batch))
+
+
+class RecordingPublisher:
+    """The SDK publisher's surface the bench uses: records when each payload was handed
+    over; the ``stall_at``-th publish blocks for ``STALL_SECONDS`` (backpressure)."""
+
+    def __init__(self, stall_at: int) -> None:
+        self.handed: list[tuple[bytes, int]] = []
+        self.stall_at = stall_at
+
+    async def publish(self, subject: str, payload: bytes, key: str) -> asyncio.Future[Any]:
+        self.handed.append((payload, time.perf_counter_ns()))
+        if len(self.handed) == self.stall_at + 1:
+            await asyncio.sleep(STALL_SECONDS)
+        confirmed = asyncio.get_running_loop().create_future()
+        confirmed.set_result(None)
+        return confirmed
+
+    async def flush(self) -> None:
+        pass
+
+
+class RecordingClient:
+    """An SDK client whose publisher records instead of sending."""
+
+    def __init__(self, stall_at: int) -> None:
+        self.recording = RecordingPublisher(stall_at)
+
+    def publisher(self, **options: Any) -> RecordingPublisher:
+        return self.recording
+
+
+async def test_a_websocket_payload_carries_the_send_time_and_a_stall_shows_as_lag() -> None:
+    client = RecordingClient(stall_at=10)
+    tuning = Tuning(256, 100, 0, 1_000, 100, 100)
+    producer = WebSocketProducer(client, tuning)  # type: ignore[arg-type]
+    publications, lag = Publications(1), LatencyRecorder()
+    rate = 1_000
+    before = time.perf_counter_ns()
+    await producer.run(producer_plan(40, rate), publications, lag)
+    assert publications.confirmed == 40
+    assert len(lag.values_us) == 40
+    for sequence, (payload, handed_ns) in enumerate(client.recording.handed):
+        _, decoded_sequence, sent_ns = decode_payload(payload)
+        assert decoded_sequence == sequence
+        assert before + int(sequence * 1e9 / rate) <= sent_ns <= handed_ns
+        # Stamped right before the hand-over, even for the messages the stall made
+        # late (stamped with their due time they would be ~15 ms older).
+        assert handed_ns - sent_ns < 2_000_000
+    # The messages due during the stall left late: the pacer's lag shows it.
+    assert max(lag.values_us) >= STALL_SECONDS * 1e6 - 5_000

@@ -279,6 +279,58 @@ class Subscriber:
                 await self.changed.wait()
 
 
+class IdleTimeout(Exception):
+    """The client sent nothing for the idle timeout."""
+
+
+class IdleWatchdog:
+    """Ends a receive that waited the idle timeout, with one timer per connection
+    instead of one per frame (an ``asyncio.timeout`` per received frame costs a
+    timer heap push and cancel on the hot path): frames only stamp the time, and
+    the timer re-arms itself for the rest of the timeout."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.loop = asyncio.get_running_loop()
+        self.last_frame = self.loop.time()
+        self.waiting: asyncio.Task[Any] | None = None  # the task in receive, if any
+        self.expired = False
+        self.timer = self.loop.call_later(seconds, self.check)
+
+    async def receive(self, websocket: WebSocket) -> dict[str, Any]:
+        """``websocket.receive()``, or :class:`IdleTimeout` once the timeout passed."""
+        task = asyncio.current_task()
+        self.waiting = task
+        try:
+            message = await websocket.receive()
+        except asyncio.CancelledError:
+            if self.expired and task is not None and task.uncancel() == 0:
+                raise IdleTimeout from None
+            raise
+        finally:
+            self.waiting = None
+        self.last_frame = self.loop.time()
+        return message
+
+    def check(self) -> None:
+        """The timer: expire a receive that waited long enough, or re-arm."""
+        now = self.loop.time()
+        if self.waiting is None:
+            # A reader busy elsewhere (a full publish window) is not idle: its next
+            # receive gets a whole timeout.
+            self.last_frame = now
+        elif now - self.last_frame >= self.seconds:
+            self.expired = True
+            self.waiting.cancel()
+            return
+        remaining = self.seconds - (now - self.last_frame)
+        self.timer = self.loop.call_later(max(remaining, 0.001), self.check)
+
+    def stop(self) -> None:
+        """Cancel the timer."""
+        self.timer.cancel()
+
+
 async def cancel_until_done(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and wait until it finished, cancelling again should a
     cancellation be swallowed (Python 3.11's ``asyncio.wait_for`` swallows one
@@ -378,23 +430,25 @@ class Connection:
     async def read_forever(self) -> tuple[int, str] | None:
         """Read and dispatch frames; returns the close to send, or ``None`` when
         the client went away."""
-        idle_timeout_seconds = self.settings.ws_idle_timeout_seconds
-        while True:
-            try:
-                async with asyncio.timeout(idle_timeout_seconds):
-                    message = await self.websocket.receive()
-            except TimeoutError:
-                return CLOSE_IDLE_TIMEOUT, "idle timeout"
-            if message["type"] == "websocket.disconnect":
-                return None
-            data, encoding = frame_data(message)
-            size_bytes = frames.frame_size_bytes(data, self.settings.ws_max_frame_bytes)
-            if size_bytes > self.settings.ws_max_frame_bytes:
-                return (
-                    CLOSE_FRAME_TOO_LARGE,
-                    f"frame exceeds {self.settings.ws_max_frame_bytes} bytes",
-                )
-            await self.receive_frame(data, encoding, size_bytes)
+        watchdog = IdleWatchdog(self.settings.ws_idle_timeout_seconds)
+        try:
+            while True:
+                try:
+                    message = await watchdog.receive(self.websocket)
+                except IdleTimeout:
+                    return CLOSE_IDLE_TIMEOUT, "idle timeout"
+                if message["type"] == "websocket.disconnect":
+                    return None
+                data, encoding = frame_data(message)
+                size_bytes = frames.frame_size_bytes(data, self.settings.ws_max_frame_bytes)
+                if size_bytes > self.settings.ws_max_frame_bytes:
+                    return (
+                        CLOSE_FRAME_TOO_LARGE,
+                        f"frame exceeds {self.settings.ws_max_frame_bytes} bytes",
+                    )
+                await self.receive_frame(data, encoding, size_bytes)
+        finally:
+            watchdog.stop()
 
     async def receive_frame(self, data: str | bytes, encoding: Encoding, size_bytes: int) -> None:
         """Decode one frame and run its handler; every failure becomes an ``error`` frame."""

@@ -4,7 +4,8 @@ Owns :class:`LatencyRecorder`. On the hot path a latency is one append to an
 ``array`` of microseconds (no Python-level histogram arithmetic per message);
 :meth:`LatencyRecorder.summary` folds them into an ``hdrhistogram``
 (3 significant digits, 1 us to 1 h) once the measured window is over and
-reads the percentiles the report prints.
+reads the percentiles the report prints. A paced run's schedule lag (how late
+its producers sent, :class:`relaymq.bench.transports.Pacer`) is kept in one too.
 """
 
 from __future__ import annotations

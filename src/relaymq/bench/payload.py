@@ -10,8 +10,10 @@ Every message carries an ASCII header, padded with ``.`` to the message size::
 
 ASCII so that the HTTP API carries it as plain UTF-8 text (no base64), and the
 same bytes travel both protocols. ``sent_ns`` is :func:`time.perf_counter_ns`
-of the bench process at the time the message was *due* (so a stalled
-publisher shows up as latency instead of hiding it).
+of the bench process as the message is handed to the client (the send call,
+as other broker benchmarks measure). A paced producer's lateness behind its
+schedule is recorded apart, as schedule lag (:class:`relaymq.bench.transports.Pacer`),
+so a stalled publisher still shows.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a bench run prints: a live progress bar, then tables for people or JSON for machines.
 
 Owns :func:`build_report` (the one JSON document of a run: plan, machine,
-server, phases, latency, verification), :func:`print_report` (the same as rich
+server, phases, latency, schedule lag, verification), :func:`print_report` (the same as rich
 tables) and :class:`LiveProgress`. The rule that makes the figures worth
 trusting lives here too: when a confirmed message was lost, no throughput
 figure is given (``throughput_withheld`` says why), whatever the clock said.
@@ -87,6 +87,7 @@ def build_report(
     accounting = run_verdict(state)
     reason = withheld_reason(accounting)
     latency = state.latency.summary()
+    schedule_lag = state.schedule_lag.summary() if plan.rate_per_second is not None else None
     plan_fields = {key: value for key, value in asdict(plan).items() if key != "tuning"}
     return {
         "workload": plan.workload,
@@ -96,6 +97,7 @@ def build_report(
         "server": {**server, "peak_rss_bytes": peak_rss_bytes},
         "phases": [phase_figures(phase, reason is not None) for phase in state.phases],
         "latency_ms": None if latency is None else latency.to_dict(),
+        "schedule_lag_ms": None if schedule_lag is None else schedule_lag.to_dict(),
         "verification": {**accounting.to_dict(), "server_unacked": state.server_unacked},
         "throughput_withheld": reason,
     }
@@ -115,6 +117,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(phase_table(report))
     if report["latency_ms"] is not None:
         console.print(latency_table(report["latency_ms"]))
+    if report["schedule_lag_ms"] is not None:
+        console.print(schedule_lag_table(report["schedule_lag_ms"]))
     console.print(verification_table(report["verification"]))
     rss = server.get("peak_rss_bytes")
     if rss is not None:
@@ -148,11 +152,23 @@ def percent(value: float | None) -> str:
 
 def latency_table(latency: dict[str, Any]) -> Table:
     """End-to-end latency percentiles."""
-    table = Table(title=f"end-to-end latency, ms ({latency['count']:,} messages)")
+    return percentile_table(f"end-to-end latency, ms ({latency['count']:,} messages)", latency)
+
+
+def schedule_lag_table(lag: dict[str, Any]) -> Table:
+    """Percentiles of how late paced producers handed messages to the client."""
+    # No message count in the title: it is the published count, and the title would wrap.
+    return percentile_table("publisher lag behind schedule, ms", lag)
+
+
+def percentile_table(title: str, figures: dict[str, Any]) -> Table:
+    """One row of percentiles in milliseconds, from a
+    :class:`~relaymq.bench.histogram.LatencySummary` as a dict."""
+    table = Table(title=title)
     names = ("p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms", "mean_ms")
     for name in names:
         table.add_column(name.removesuffix("_ms").replace("_", "."), justify="right")
-    table.add_row(*(f"{latency[name]:.3f}" for name in names))
+    table.add_row(*(f"{figures[name]:.3f}" for name in names))
     return table
 
 

@@ -3,13 +3,16 @@
 Owns the producers and consumers of a run, for each protocol:
 
 * a producer publishes numbered messages (:mod:`relaymq.bench.payload`) with
-  confirms, as fast as it can or paced at a fixed rate, and records every
-  confirm in :class:`~relaymq.bench.verify.Publications`;
+  confirms, as fast as it can or paced at a fixed rate (:class:`Pacer`), and
+  records every confirm in :class:`~relaymq.bench.verify.Publications` and, when
+  paced, how far behind its schedule each message was sent;
 * a consumer receives, accounts (:class:`~relaymq.bench.verify.Deliveries`,
   latency) and acks each message until told to stop.
 
 Each producer and consumer has its own connection, opened before the measured
 window starts. Both protocols carry the same payload bytes and message ids.
+A payload's ``sent_ns`` is read as the message is handed to the client, so
+end-to-end latency is measured from the send call.
 """
 
 from __future__ import annotations
@@ -82,8 +85,11 @@ class ProducerPlan:
 class Producer(Protocol):
     """Publishes a plan with confirms."""
 
-    async def run(self, plan: ProducerPlan, publications: Publications) -> None:
-        """Publish everything in the plan; record confirms and failures."""
+    async def run(
+        self, plan: ProducerPlan, publications: Publications, schedule_lag: LatencyRecorder
+    ) -> None:
+        """Publish everything in the plan; record confirms and failures, and (paced
+        plans only) the schedule lag of every message."""
         ...
 
     async def close(self) -> None:
@@ -107,16 +113,55 @@ class Consumer(Protocol):
         ...
 
 
-async def due_ns(plan: ProducerPlan, started_ns: int, sequence: int) -> int:
-    """When message ``sequence`` is due under the plan's rate; sleeps until then.
-    Without a rate it is due now."""
-    if plan.rate_per_second is None:
-        return time.perf_counter_ns()
-    due = started_ns + int(sequence * 1e9 / plan.rate_per_second)
-    delay_ns = due - time.perf_counter_ns()
-    if delay_ns > 0:
-        await asyncio.sleep(delay_ns / 1e9)
-    return due
+class Pacer:
+    """The schedule of one producer, and the send time stamped into each payload.
+
+    Without a rate every message is due at once. With one, message ``sequence`` is
+    due ``sequence / rate`` seconds after the producer started. A payload carries
+    the time it was handed to the client, not the time it was due: asyncio's
+    timers are millisecond-granular (epoll timeouts round up to whole ms), so a
+    paced producer wakes ~0.5 ms late on average, and that is the bench's own
+    lateness, not the broker's. The lateness is kept apart as *schedule lag*
+    instead, so a stalled publisher still shows.
+    """
+
+    def __init__(self, rate_per_second: float | None, schedule_lag: LatencyRecorder) -> None:
+        self.rate_per_second = rate_per_second
+        self.schedule_lag = schedule_lag
+        self.started_ns = time.perf_counter_ns()
+
+    def due_ns(self, sequence: int) -> int | None:
+        """When message ``sequence`` is due (``time.perf_counter_ns``); ``None`` unpaced."""
+        if self.rate_per_second is None:
+            return None
+        return self.started_ns + int(sequence * 1e9 / self.rate_per_second)
+
+    def is_due(self, sequence: int) -> bool:
+        """Whether message ``sequence`` may be sent now."""
+        due = self.due_ns(sequence)
+        return due is None or due <= time.perf_counter_ns()
+
+    async def wait(self, sequence: int) -> None:
+        """Sleep until message ``sequence`` is due."""
+        due = self.due_ns(sequence)
+        if due is None:
+            return
+        delay_ns = due - time.perf_counter_ns()
+        if delay_ns > 0:
+            await asyncio.sleep(delay_ns / 1e9)
+        # The loop's float clock may fire a timer a few ns early; a message is never
+        # sent before it is due (its schedule lag would be negative).
+        while time.perf_counter_ns() < due:
+            await asyncio.sleep(0)
+
+    def stamp(self, sequence: int) -> int:
+        """The ``sent_ns`` of message ``sequence``: now, as it is handed to the client.
+        Records how far behind its schedule that is, in microseconds (paced only)."""
+        sent_ns = time.perf_counter_ns()
+        due = self.due_ns(sequence)
+        if due is not None:
+            self.schedule_lag.record((sent_ns - due) // 1000)
+        return sent_ns
 
 
 def account(
@@ -160,7 +205,9 @@ class WebSocketProducer:
         await client.connect()
         return cls(client, tuning)
 
-    async def run(self, plan: ProducerPlan, publications: Publications) -> None:
+    async def run(
+        self, plan: ProducerPlan, publications: Publications, schedule_lag: LatencyRecorder
+    ) -> None:
         """Publish the plan through one publisher; confirms are read in chunks."""
         tuning = self.tuning
         publisher = self.client.publisher(
@@ -169,11 +216,12 @@ class WebSocketProducer:
             max_unconfirmed_messages=tuning.max_in_flight_messages,
         )
         pending: collections.deque[tuple[int, asyncio.Future[Any]]] = collections.deque()
-        started_ns = time.perf_counter_ns()
+        pacer = Pacer(plan.rate_per_second, schedule_lag)
         sequence, key, subject = 0, plan.key, plan.subject
         try:
             while not plan.finished(sequence):
-                sent_ns = await due_ns(plan, started_ns, sequence)
+                await pacer.wait(sequence)
+                sent_ns = pacer.stamp(sequence)
                 payload = encode_payload(plan.producer, sequence, sent_ns, tuning.message_bytes)
                 future = await publisher.publish(subject, payload, key=key)
                 pending.append((sequence, future))
@@ -297,24 +345,21 @@ class HttpProducer:
         """An HTTP client (connections open on first use)."""
         return cls(http_client(endpoint), tuning)
 
-    async def run(self, plan: ProducerPlan, publications: Publications) -> None:
+    async def run(
+        self, plan: ProducerPlan, publications: Publications, schedule_lag: LatencyRecorder
+    ) -> None:
         """Publish the plan in batches; at most ``max_in_flight`` messages unconfirmed."""
         tuning = self.tuning
         requests = max(1, tuning.max_in_flight_messages // tuning.batch_messages)
         window = asyncio.Semaphore(requests)
         tasks: set[asyncio.Task[None]] = set()
-        started_ns = time.perf_counter_ns()
+        pacer = Pacer(plan.rate_per_second, schedule_lag)
         sequence = 0
         while not plan.finished(sequence):
-            batch = []
-            while len(batch) < tuning.batch_messages and not plan.finished(sequence):
-                if plan.rate_per_second is not None and batch:
-                    due = started_ns + int(sequence * 1e9 / plan.rate_per_second)
-                    if due > time.perf_counter_ns():
-                        break  # send what is due; the rest waits for its time
-                sent_ns = await due_ns(plan, started_ns, sequence)
-                batch.append((sequence, sent_ns))
-                sequence += 1
+            batch = await next_batch(plan, pacer, sequence, tuning.batch_messages)
+            if not batch:
+                break  # the deadline passed between the two looks at it
+            sequence += len(batch)
             await window.acquire()
             task = asyncio.create_task(self.post(plan, batch, publications))
             tasks.add(task)
@@ -352,6 +397,22 @@ class HttpProducer:
     async def close(self) -> None:
         """Close the HTTP client."""
         await self.client.aclose()
+
+
+async def next_batch(
+    plan: ProducerPlan, pacer: Pacer, sequence: int, batch_messages: int
+) -> list[tuple[int, int]]:
+    """``(sequence, sent_ns)`` of the next request's messages, from ``sequence`` on:
+    up to ``batch_messages`` of them, but only what is due once the first one is
+    (the rest waits for its time). Each is stamped as it joins the batch."""
+    batch: list[tuple[int, int]] = []
+    while len(batch) < batch_messages and not plan.finished(sequence):
+        if batch and not pacer.is_due(sequence):
+            break
+        await pacer.wait(sequence)
+        batch.append((sequence, pacer.stamp(sequence)))
+        sequence += 1
+    return batch
 
 
 class HttpConsumer:

@@ -10,7 +10,8 @@ Owns what each workload creates on the server, runs, and measures:
   own consumers: every message is delivered N times.
 * ``stream``: producers append to a stream (``append``); then an ``ordered``
   subscription from the earliest offset replays it (``replay``).
-* ``latency``: a ``queue`` run at a fixed rate, for the end-to-end latency.
+* ``latency``: a ``queue`` run at a fixed rate, for the end-to-end latency
+  (from the send call) and the producers' lag behind their schedule.
 
 A phase's clock starts once every connection is open and subscribed, and
 stops when its last message was confirmed (publish) or received (consume);
@@ -120,6 +121,8 @@ class RunState:
     publications: Publications
     deliveries: list[Deliveries] = field(default_factory=list)
     latency: LatencyRecorder = field(default_factory=LatencyRecorder)
+    # How late each paced message was handed to the client (empty when unpaced).
+    schedule_lag: LatencyRecorder = field(default_factory=LatencyRecorder)
     stage: str = "starting"
     phases: list[Phase] = field(default_factory=list)
     server_unacked: int | None = None
@@ -275,12 +278,13 @@ class Workload:
         deadline = started + plan.duration_seconds if plan.duration_seconds else None
         rate = plan.rate_per_second / count if plan.rate_per_second else None
         shares = split(plan.messages, count) if plan.messages is not None else [None] * count
-        publications = self.state.publications
+        publications, schedule_lag = self.state.publications, self.state.schedule_lag
         await asyncio.gather(
             *(
                 producer.run(
                     ProducerPlan(number, subject, share, deadline, rate, self.state.run_id),
                     publications,
+                    schedule_lag,
                 )
                 for number, (producer, share) in enumerate(zip(producers, shares, strict=True))
             )

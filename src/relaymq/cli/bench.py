@@ -48,7 +48,10 @@ LATENCY_DURATION_SECONDS = 10.0
     "--duration", type=click.FloatRange(0.1), help="Publish for this many seconds instead."
 )
 @click.option(
-    "--rate", type=click.FloatRange(1), help="Messages per second in all (latency: 2,000)."
+    "--rate",
+    type=click.FloatRange(1),
+    help="Messages per second in all (latency: 2,000). Latency counts from the send call; "
+    "how late the pacer sends is reported apart, as schedule lag.",
 )
 @click.option("--backlog", is_flag=True, help="queue: publish everything first, then consume.")
 @click.option("--message-bytes", type=click.IntRange(40), default=256, show_default=True)
@@ -152,8 +155,8 @@ def execute(
     from relaymq.bench.transports import Endpoint
     from relaymq.runtime import tune_garbage_collector
 
-    # The bench's own pauses count as latency (payloads carry their due time): with
-    # CPython's GC thresholds its full collections of the imported modules stalled
+    # The bench's own pauses count as latency or, in a paced producer, as schedule lag:
+    # with CPython's GC thresholds its full collections of the imported modules stalled
     # producers and consumers for 15-40 ms. Tuned as ``relaymq serve`` tunes itself.
     tune_garbage_collector()
     if not spawn:

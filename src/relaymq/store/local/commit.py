@@ -1,12 +1,12 @@
 """Group commit: making appended records durable with as few fsyncs as possible.
 
-This module owns the fsync thread and the policy of :class:`FsyncPolicy`:
+This module owns the fsync threads and the policy of :class:`FsyncPolicy`:
 
 * ``batch``: an append that has written its records registers its partition
   and waits for the next *pass*. A pass fsyncs every registered partition's
-  dirty files once (and their directory when a segment was created), in one
-  worker thread, while appends that arrive meanwhile queue for the pass after.
-  So N concurrent appends cost about two fsyncs, not N.
+  dirty files once (and their directory when a segment was created), while
+  appends that arrive meanwhile queue for the pass after. So N concurrent
+  appends cost about two fsyncs, not N.
 * ``always``: every append runs a pass of its own; passes of one partition
   run one at a time, in call order, those of different partitions in parallel.
 * ``never``: nothing here is called on the append path; ``close`` syncs.
@@ -15,24 +15,39 @@ A pass spreads its partitions over up to ``PARALLEL_FSYNCS`` threads: fsyncs
 of different files overlap on the device, so one pass over many partitions
 costs little more than one over a single partition.
 
+The hand-off is on the latency path of every confirmed publish, so it takes
+as few hops as the GIL allows: the event loop puts a pass on a queue that
+idle fsync threads block on, and the thread finishing a pass's last fsync
+calls back into the loop once, which resolves the waiting appends directly
+(no executor futures, tasks or ``gather`` in between).
+
 The partition side of a pass is :class:`Syncable`: ``prepare_sync`` (event loop,
-snapshot what is written and pin the files), ``run_sync`` (worker thread,
+snapshot what is written and pin the files), ``run_sync`` (fsync thread,
 blocking fsyncs) and ``finish_sync`` (event loop, publish or roll back).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import logging
+import queue
+import threading
 import time
-import weakref
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from relaymq.store.base import FsyncPolicy
 
+logger = logging.getLogger("relaymq.store")
+
 FsyncObserver = Callable[[float], None]
 PARALLEL_FSYNCS = 8
+
+Results = dict["Syncable", "BaseException | None"]
+PassDone = Callable[[Results], None]
 
 
 class Syncable(Protocol):
@@ -43,7 +58,7 @@ class Syncable(Protocol):
         ...
 
     def run_sync(self, job: Any) -> None:
-        """fsync what ``job`` names (worker thread; raises ``OSError``)."""
+        """fsync what ``job`` names (fsync thread; raises ``OSError``)."""
         ...
 
     def finish_sync(self, job: Any, error: OSError | None) -> BaseException | None:
@@ -51,127 +66,225 @@ class Syncable(Protocol):
         ...
 
 
+class SyncPass:
+    """One pass in flight: its logs and jobs, the errors the threads found, and who
+    to tell. Threads count ``pending_groups`` down; the last one calls back."""
+
+    __slots__ = ("done", "errors", "jobs", "lock", "logs", "loop", "pending_groups", "started")
+
+    def __init__(
+        self, logs: list[Syncable], jobs: list[Any], loop: asyncio.AbstractEventLoop, done: PassDone
+    ) -> None:
+        self.logs = logs
+        self.jobs = jobs
+        self.errors: list[OSError | None] = [None] * len(logs)
+        self.pending_groups = 0
+        self.lock = threading.Lock()
+        self.started = time.perf_counter()
+        self.loop = loop
+        self.done = done
+
+    def run_group(self, group: int, groups: int) -> bool:
+        """fsync the logs of one group (fsync thread); ``True`` if it was the last group."""
+        for index in range(group, len(self.logs), groups):
+            try:
+                self.logs[index].run_sync(self.jobs[index])
+            except OSError as error:
+                self.errors[index] = error
+            except Exception as error:  # a bug: roll back rather than confirm unsynced data
+                logger.exception("fsync of %r failed", self.logs[index])
+                self.errors[index] = OSError(errno.EIO, f"fsync failed: {error!r}")
+        with self.lock:
+            self.pending_groups -= 1
+            return self.pending_groups == 0
+
+
 class GroupCommitter:
-    """Runs fsync passes for every partition of one store on one dedicated thread."""
+    """Runs fsync passes for every partition of one store on its own threads."""
 
     def __init__(self, policy: FsyncPolicy, observer: FsyncObserver | None = None) -> None:
         self.policy = policy
         self._observer = observer
-        self._executor = ThreadPoolExecutor(
-            max_workers=PARALLEL_FSYNCS, thread_name_prefix="relaymq-fsync"
-        )
-        # Under ``always`` one partition's passes must not overlap (see finish_sync).
-        self._log_locks: weakref.WeakKeyDictionary[Syncable, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._waiting: dict[Syncable, None] = {}
-        self._next_pass: asyncio.Future[dict[Syncable, BaseException | None]] | None = None
-        self._runner: asyncio.Task[None] | None = None
+        self._work: queue.SimpleQueue[tuple[SyncPass, int, int] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle_threads = 0
+        self._threads_lock = threading.Lock()
+        # batch: appends waiting for the next pass, per log; and whether a pass runs.
+        self._waiting: dict[Syncable, list[asyncio.Future[BaseException | None]]] = {}
+        self._batch_running = False
+        # Passes that must not overlap others of their log (always, sync_now): per log
+        # with one in flight, the callbacks of the passes queued behind it.
+        self._serial: dict[Syncable, deque[PassDone]] = {}
+        self._idle_waiters: list[asyncio.Future[None]] = []
         self.passes = 0
 
     async def commit(self, log: Syncable) -> None:
         """Return once everything ``log`` has written so far is fsynced (per the policy).
 
         Raises what the log's ``finish_sync`` chose (e.g. ``StorageFull``) if the pass
-        covering this call failed for ``log``.
+        covering this call failed for ``log``. A cancelled caller stops waiting; its
+        pass still runs to the end (and unpins its files).
         """
+        waiter: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
         if self.policy is FsyncPolicy.ALWAYS:
-            # Shielded so a cancelled append still lets its pass finish and unpin files.
-            pass_task = asyncio.get_running_loop().create_task(self._run_locked_pass(log))
-            results = await asyncio.shield(pass_task)
+            self._run_serial(log, _resolver(waiter, log))
         else:
-            results = await asyncio.shield(self._join_next_pass(log))
-        error = results.get(log)
+            self._waiting.setdefault(log, []).append(waiter)
+            if not self._batch_running:
+                self._start_batch()
+        error = await waiter
         if error is not None:
             raise error
 
     async def sync_now(self, logs: list[Syncable]) -> None:
-        """One pass over ``logs`` whatever the policy (close and shutdown use it), after
-        the pass already running, so passes of one partition never overlap."""
+        """One pass over each of ``logs`` whatever the policy (close and shutdown use
+        it), after the batch pass already running, so passes of one partition never
+        overlap."""
+        loop = asyncio.get_running_loop()
         for log in logs:
-            pass_task = asyncio.get_running_loop().create_task(self._run_locked_pass(log))
-            error = (await asyncio.shield(pass_task)).get(log)
+            while self._batch_running:
+                await self._until_idle(loop)
+            waiter: asyncio.Future[BaseException | None] = loop.create_future()
+            self._run_serial(log, _resolver(waiter, log))
+            error = await waiter
             if error is not None:
                 raise error
 
-    async def _run_locked_pass(self, log: Syncable) -> dict[Syncable, BaseException | None]:
-        lock = self._log_locks.setdefault(log, asyncio.Lock())
-        async with lock:
-            while self._runner is not None and not self._runner.done():
-                await asyncio.shield(self._runner)
-            return await self._run_pass([log])
-
-    def _join_next_pass(
-        self, log: Syncable
-    ) -> asyncio.Future[dict[Syncable, BaseException | None]]:
-        self._waiting[log] = None
-        if self._next_pass is None:
-            self._next_pass = asyncio.get_running_loop().create_future()
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.get_running_loop().create_task(self._run_passes())
-        return self._next_pass
-
-    async def _run_passes(self) -> None:
-        """Run passes back to back while appends keep queueing for one."""
-        while self._waiting:
-            logs = list(self._waiting)
-            self._waiting.clear()
-            future = self._next_pass
-            self._next_pass = None
-            assert future is not None
-            try:
-                results = await self._run_pass(logs)
-            except asyncio.CancelledError:
-                future.cancel()
-                if self._next_pass is not None:
-                    self._next_pass.cancel()
-                raise
-            except Exception as error:
-                # Fail this pass's appends, but keep running: appends that already
-                # joined the next pass would otherwise wait forever.
-                future.set_exception(error)
-                continue
-            future.set_result(results)
-
-    async def _run_pass(self, logs: list[Syncable]) -> dict[Syncable, BaseException | None]:
-        jobs = [log.prepare_sync() for log in logs]
+    async def close(self) -> None:
+        """Wait for the passes in flight and stop the threads."""
         loop = asyncio.get_running_loop()
-        started = time.perf_counter()
+        while self._batch_running or self._serial:
+            await self._until_idle(loop)
+        with self._threads_lock:
+            threads, self._threads = self._threads, []
+        for _ in threads:
+            self._work.put(None)
+        for thread in threads:
+            thread.join()
+
+    # -- batch passes -------------------------------------------------------------------
+
+    def _start_batch(self) -> None:
+        waiting, self._waiting = self._waiting, {}
+        self._batch_running = True
+        self._launch(list(waiting), lambda results: self._batch_done(waiting, results))
+
+    def _batch_done(
+        self,
+        waiting: dict[Syncable, list[asyncio.Future[BaseException | None]]],
+        results: Results,
+    ) -> None:
+        self._batch_running = False
+        if self._waiting:
+            self._start_batch()  # appends that wrote meanwhile: the next pass, at once
+        for log, waiters in waiting.items():
+            for waiter in waiters:
+                _resolve(waiter, results[log])
+        self._wake_idle_waiters()
+
+    # -- passes one at a time per log (always, sync_now) -----------------------------------
+
+    def _run_serial(self, log: Syncable, done: PassDone) -> None:
+        queued = self._serial.get(log)
+        if queued is not None:
+            queued.append(done)
+            return
+        self._serial[log] = deque()
+        self._launch([log], lambda results: self._serial_done(log, done, results))
+
+    def _serial_done(self, log: Syncable, done: PassDone, results: Results) -> None:
+        done(results)
+        queued = self._serial[log]
+        if queued:
+            following = queued.popleft()
+            self._launch([log], lambda results: self._serial_done(log, following, results))
+            return
+        del self._serial[log]
+        self._wake_idle_waiters()
+
+    # -- running a pass ---------------------------------------------------------------------
+
+    def _launch(self, logs: list[Syncable], done: PassDone) -> None:
+        """Snapshot ``logs`` and hand their fsyncs to the threads; ``done`` gets each
+        log's outcome on the event loop."""
+        loop = asyncio.get_running_loop()
+        try:
+            jobs = [log.prepare_sync() for log in logs]
+        except Exception as error:
+            logger.exception("preparing an fsync pass failed")
+            loop.call_soon(done, dict.fromkeys(logs, error))
+            return
+        sync_pass = SyncPass(logs, jobs, loop, done)
         groups = min(len(logs), PARALLEL_FSYNCS)
-        group_errors = await asyncio.gather(
-            *(
-                loop.run_in_executor(
-                    self._executor, _sync_all, logs[group::groups], jobs[group::groups]
+        sync_pass.pending_groups = groups
+        self._ensure_threads(groups)
+        for group in range(groups):
+            self._work.put((sync_pass, group, groups))
+
+    def _ensure_threads(self, wanted: int) -> None:
+        """Start fsync threads until ``wanted`` are idle or the limit is reached."""
+        with self._threads_lock:
+            while self._idle_threads < wanted and len(self._threads) < PARALLEL_FSYNCS:
+                thread = threading.Thread(
+                    target=self._work_forever,
+                    name=f"relaymq-fsync-{len(self._threads)}",
+                    daemon=True,
                 )
-                for group in range(groups)
-            )
-        )
-        errors: list[OSError | None] = [None] * len(logs)
-        for group, found in enumerate(group_errors):
-            errors[group::groups] = found
+                self._threads.append(thread)
+                self._idle_threads += 1
+                thread.start()
+
+    def _work_forever(self) -> None:
+        """An fsync thread: run pass groups until told to stop."""
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            with self._threads_lock:
+                self._idle_threads -= 1
+            sync_pass, group, groups = item
+            last = sync_pass.run_group(group, groups)
+            with self._threads_lock:
+                self._idle_threads += 1
+            if last:
+                # A closed loop raises RuntimeError: nobody is waiting any more.
+                with contextlib.suppress(RuntimeError):
+                    sync_pass.loop.call_soon_threadsafe(self._finish, sync_pass)
+
+    def _finish(self, sync_pass: SyncPass) -> None:
+        """A pass's fsyncs are done (event loop): publish or roll back, then tell."""
         self.passes += 1
         if self._observer is not None:
-            self._observer(time.perf_counter() - started)
-        return {
-            log: log.finish_sync(job, error)
-            for log, job, error in zip(logs, jobs, errors, strict=True)
-        }
+            self._observer(time.perf_counter() - sync_pass.started)
+        results: Results = {}
+        for log, job, error in zip(sync_pass.logs, sync_pass.jobs, sync_pass.errors, strict=True):
+            try:
+                results[log] = log.finish_sync(job, error)
+            except Exception as failure:  # a bug; the appends must still hear of it
+                logger.exception("finishing an fsync pass failed")
+                results[log] = failure
+        sync_pass.done(results)
 
-    async def close(self) -> None:
-        """Wait for a running pass and stop the thread."""
-        if self._runner is not None and not self._runner.done():
-            await asyncio.shield(self._runner)
-        self._executor.shutdown(wait=True)
+    # -- waiting for quiet ------------------------------------------------------------------
+
+    async def _until_idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._idle_waiters.append(waiter)
+        await waiter
+
+    def _wake_idle_waiters(self) -> None:
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
-def _sync_all(logs: list[Syncable], jobs: list[Any]) -> list[OSError | None]:
-    """The blocking part of a pass: each log's fsyncs, one failure not stopping the rest."""
-    errors: list[OSError | None] = []
-    for log, job in zip(logs, jobs, strict=True):
-        try:
-            log.run_sync(job)
-        except OSError as error:
-            errors.append(error)
-        else:
-            errors.append(None)
-    return errors
+def _resolver(waiter: asyncio.Future[BaseException | None], log: Syncable) -> PassDone:
+    """The callback that tells ``waiter`` the outcome of ``log`` in its pass."""
+    return lambda results: _resolve(waiter, results[log])
+
+
+def _resolve(waiter: asyncio.Future[BaseException | None], error: BaseException | None) -> None:
+    """Tell one waiting append its pass's outcome (unless it stopped waiting)."""
+    if not waiter.done():
+        waiter.set_result(error)

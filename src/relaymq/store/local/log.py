@@ -7,14 +7,19 @@ rollback after a failed write or fsync, trim (with the persisted logical start
 offset in ``start.offset``), retention, and opening with recovery.
 
 Threading: appends, rolls and deletions run on the event loop (a page-cache
-``pwrite`` of one buffer per batch); fsyncs run on the committer's thread;
-reads and scans run in worker threads on pinned segments.
+``pwrite`` of one buffer per batch, and now and then a ``posix_fallocate`` that
+reserves the next chunk of the active segment); fsyncs run on the committer's
+thread; reads of the newest messages are served from memory (:mod:`.recent`),
+other reads and scans run in worker threads on pinned segments. A segment
+being sealed (rolled) or closed is cut back to its data end before its final
+fsync.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,9 +30,11 @@ from relaymq.errors import CorruptRecord, StorageFull, StoreClosed
 from relaymq.store.base import FsyncPolicy, PartitionStats, RetentionLimits
 from relaymq.store.local import record
 from relaymq.store.local.commit import GroupCommitter
+from relaymq.store.local.recent import RecentMessages
 from relaymq.store.local.segment import Segment, SegmentMark, segment_file_name
 from relaymq.store.local.space import (
     FreeSpaceGuard,
+    SpaceReserver,
     fsync_directory,
     make_directories,
     read_start_offset,
@@ -80,6 +87,7 @@ class LocalPartitionLog:
         settings: LogSettings,
         committer: GroupCommitter,
         guard: FreeSpaceGuard,
+        reserver: SpaceReserver,
     ) -> None:
         self.directory = directory
         self.partition = partition
@@ -89,6 +97,7 @@ class LocalPartitionLog:
         self._settings = settings
         self._committer = committer
         self._guard = guard
+        self._reserver = reserver
         active = segments[-1]
         self._next_offset = active.next_offset
         self._visible_next_offset = active.next_offset
@@ -99,6 +108,7 @@ class LocalPartitionLog:
         self._closing = False
         self._closed = False
         self._first_timestamp: tuple[int, int | None] | None = None
+        self._recent = RecentMessages()
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -110,10 +120,13 @@ class LocalPartitionLog:
         settings: LogSettings,
         committer: GroupCommitter,
         guard: FreeSpaceGuard,
+        reserver: SpaceReserver,
     ) -> LocalPartitionLog:
         """Open the partition in ``directory`` (creating it if missing, recovering its tail)."""
         segments, start_offset = await asyncio.to_thread(_open_files, directory)
-        log = cls(directory, partition, segments, start_offset, settings, committer, guard)
+        log = cls(
+            directory, partition, segments, start_offset, settings, committer, guard, reserver
+        )
         await log._refresh_first_timestamp()
         return log
 
@@ -157,10 +170,11 @@ class LocalPartitionLog:
             message.offset = first_offset + position
         batch = record.encode_batch(messages, first_offset)
         try:
-            self._active.append(batch, messages)
+            self._active.append(batch, messages, self._reserver)
         except OSError as error:
             self._guard.forget()
             raise translate_os_error(error) from error
+        self._recent.add(messages)
         end_offset = first_offset + len(messages)
         self._next_offset = end_offset
         if self._settings.fsync is FsyncPolicy.NEVER:
@@ -181,11 +195,13 @@ class LocalPartitionLog:
 
     def _roll_if_full(self) -> None:
         """Start a new segment when the active one reached ``segment_bytes`` (one batch never
-        spans two segments, so a segment may exceed the size by up to one batch)."""
+        spans two segments, so a segment may exceed the size by up to one batch). The
+        sealed one loses its reserved tail here; the next pass fsyncs it whole."""
         active = self._active
         if active.size_bytes < self._settings.segment_bytes or active.message_count == 0:
             return
         try:
+            active.drop_reserved_tail()
             segment = Segment.create(self.directory, self._next_offset)
         except OSError as error:
             self._guard.forget()
@@ -264,6 +280,7 @@ class LocalPartitionLog:
             segment.delete()
         self._active.restore(durable.mark)
         self._next_offset = self._active.next_offset
+        self._recent.cut(self._next_offset)
         for segment, with_index in job.segments:
             if segment in self._segments and segment is not self._active:
                 self._unsynced[segment] = self._unsynced.get(segment, False) or with_index
@@ -283,6 +300,9 @@ class LocalPartitionLog:
         end = self._visible_next_offset
         if start >= end or max_messages <= 0:
             return []
+        recent_offset = self._recent.first_offset
+        if recent_offset is not None and start >= recent_offset:
+            return self._recent.read(start, end, max_messages, max_bytes)
         segments = self._segments[self._segment_index(start) :]
         for segment in segments:
             segment.acquire()
@@ -417,10 +437,16 @@ class LocalPartitionLog:
             raise StoreClosed(f"partition log {self.directory} is closed")
 
     async def close(self) -> None:
-        """fsync every file (log and index) whatever the policy, then close them."""
+        """Cut the active segment's reserved tail, fsync every file (log and index)
+        whatever the policy, then close them."""
         if self._closed:
             return
         self._closing = True
+        try:
+            self._active.drop_reserved_tail()
+        except OSError as error:
+            # Harmless: recovery reads a zero tail as the end of the data.
+            logger.warning("partition %s: could not cut reserved space: %s", self.directory, error)
         try:
             await self._committer.sync_now([self])
         finally:
@@ -450,8 +476,7 @@ def _read_segments(
             if messages:
                 break
             raise CorruptRecord(
-                f"offsets {wanted} to {segment.base_offset - 1} are unreadable"
-                " (a damaged segment)",
+                f"offsets {wanted} to {segment.base_offset - 1} are unreadable (a damaged segment)",
                 offset=wanted,
             )
         if segment.next_offset <= wanted:
@@ -487,6 +512,7 @@ def _open_files(directory: Path) -> tuple[list[Segment], int]:
     try:
         for position, path in enumerate(paths):
             segments.append(Segment.open(path, is_last=position == len(paths) - 1))
+        _log_gaps(segments, start_offset)
         if not segments or segments[-1].next_offset < start_offset:
             base_offset = max(start_offset, segments[-1].next_offset if segments else 0)
             segments.append(Segment.create(directory, base_offset))
@@ -496,6 +522,21 @@ def _open_files(directory: Path) -> tuple[list[Segment], int]:
             segment.close()
         raise
     return segments, start_offset
+
+
+def _log_gaps(segments: list[Segment], start_offset: int) -> None:
+    """Log retained offsets no segment holds: an older segment whose records were lost
+    (its tail read as zeros) before the next one. Reads stop at such a gap."""
+    for earlier, later in itertools.pairwise(segments):
+        if earlier.damaged_at_offset is not None or earlier.next_offset < start_offset:
+            continue  # damage already logged, or a gap below the start (trimmed)
+        if earlier.next_offset < later.base_offset:
+            logger.error(
+                "segment %s ends at offset %d but the next starts at %d; reads stop there",
+                earlier.path,
+                earlier.next_offset,
+                later.base_offset,
+            )
 
 
 __all__ = ["LocalPartitionLog", "LogSettings", "segment_file_name"]

@@ -24,6 +24,10 @@ Record frame, 24 bytes of header then the body (little-endian)::
 ``8 + length`` bytes. ``body`` is the msgpack array ``[subject, key, headers,
 id, deliver_at_ms, priority, expires_at_ms, payload]``. The offset is stored in
 every record so recovery and index checks can verify where they are.
+
+The active segment may end in space reserved ahead of the data, which reads as
+zeros. A frame's length is never 0, so zeros where a frame should start, up to
+the end of the file, are the end of the data (:func:`is_zero_fill`), not damage.
 """
 
 from __future__ import annotations
@@ -187,6 +191,12 @@ def decode_body(body: bytes | memoryview, offset: int, timestamp_ms: int, positi
         expires_at_ms=expires_at_ms,
         offset=offset,
     )
+
+
+def is_zero_fill(data: bytes, position: int) -> bool:
+    """Whether ``data`` holds only zero bytes from ``position`` to its end: space
+    reserved ahead of the data and never written, the normal end of a segment."""
+    return data.count(0, position) == len(data) - position
 
 
 def iter_frames(data: bytes | memoryview, position: int) -> Iterator[Frame]:

@@ -7,6 +7,23 @@ recovery on open. Appends and truncation run on the event loop (a page-cache
 write of one buffer); reads, scans and fsync run in worker threads, guarded by
 a reference count so a segment deleted meanwhile closes its files only after
 the last user lets go.
+
+The file of the active segment is longer than its data: appends reserve space
+ahead of the write position (:class:`~relaymq.store.local.space.SpaceReserver`)::
+
+    0        16                          size_bytes            file_size_bytes
+    +--------+---------------------------+---------------------+
+    | header | records                   | reserved: zeros     |
+    +--------+---------------------------+---------------------+
+
+Sealing the segment (a roll) or closing it cuts the file back to
+``size_bytes``, so a finished file's size is its data size. Recovery reads
+zeros where a frame should start, up to the end of the file, as the end of the
+data (a crash left the reservation behind), not as damage.
+
+Syncing appended data needs only ``fdatasync``: it also persists a changed file
+size. A full ``fsync`` is kept for a file created or truncated since its last
+sync, and for the final sync of a sealed or closed segment.
 """
 
 from __future__ import annotations
@@ -23,6 +40,7 @@ from relaymq.core.message import Message
 from relaymq.errors import CorruptRecord
 from relaymq.store.local import record
 from relaymq.store.local.index import INDEX_INTERVAL_BYTES, SparseIndex
+from relaymq.store.local.space import SpaceReserver
 
 logger = logging.getLogger("relaymq.store")
 
@@ -60,6 +78,8 @@ class Segment:
         self._file_descriptor = file_descriptor
         self.size_bytes = record.SEGMENT_HEADER_BYTES
         self.readable_bytes = record.SEGMENT_HEADER_BYTES
+        # The file's size on disk: ``size_bytes`` plus the space reserved after it.
+        self.file_size_bytes = record.SEGMENT_HEADER_BYTES
         self.next_offset = base_offset
         self.first_timestamp_ms: int | None = None
         self.last_timestamp_ms: int | None = None
@@ -67,6 +87,9 @@ class Segment:
         # Offset at which an older segment was found damaged on open; reads stop there.
         self.damaged_at_offset: int | None = None
         self._last_index_position = record.SEGMENT_HEADER_BYTES
+        # Set (event loop) when the file was created or truncated; the next sync is a
+        # full fsync. Cleared by the syncing thread before it syncs.
+        self._metadata_changed = False
         self._users = 0
         self._deleted = False
 
@@ -85,20 +108,24 @@ class Segment:
             os.close(file_descriptor)
             path.unlink(missing_ok=True)
             raise
-        return cls(path, file_descriptor, base_offset, index)
+        segment = cls(path, file_descriptor, base_offset, index)
+        segment._metadata_changed = True
+        return segment
 
     @classmethod
     def open(cls, path: Path, *, is_last: bool) -> Segment:
         """Open an existing segment and check its tail (blocking; run in a thread).
 
-        The last segment's damaged tail is truncated to the end of its last valid
-        record and logged. An older segment's damage is logged and remembered so reads
-        stop there with :class:`CorruptRecord`.
+        A zero-filled tail (reserved space a crash left behind) is truncated away
+        silently in any segment. The last segment's damaged tail is truncated to the
+        end of its last valid record and logged. An older segment's damage is logged
+        and remembered so reads stop there with :class:`CorruptRecord`.
         """
         base_offset = int(path.stem)
         file_descriptor = os.open(path, os.O_RDWR)
         size = os.fstat(file_descriptor).st_size
         header = os.pread(file_descriptor, record.SEGMENT_HEADER_BYTES, 0)
+        header_rewritten = False
         try:
             header_base = record.decode_segment_header(header)
         except record.SegmentHeaderError as error:
@@ -109,11 +136,14 @@ class Segment:
             os.ftruncate(file_descriptor, 0)
             _write_all(file_descriptor, record.encode_segment_header(base_offset), 0)
             size, header_base = record.SEGMENT_HEADER_BYTES, base_offset
+            header_rewritten = True
         if header_base != base_offset:
             os.close(file_descriptor)
             raise CorruptRecord(f"segment {path}: header says base offset {header_base}")
         index = SparseIndex.open(path.with_suffix(".index"), size)
         segment = cls(path, file_descriptor, base_offset, index)
+        segment._metadata_changed = header_rewritten
+        segment.file_size_bytes = size
         segment._recover(size, is_last=is_last)
         return segment
 
@@ -127,9 +157,12 @@ class Segment:
         damage = self._scan_tail(data, position)
         if damage is not None:
             damage_position, reason = damage
-            if is_last:
+            if record.is_zero_fill(data, damage_position - position):
+                # Reserved space the writer never reached: the end of the data, not damage.
+                self._truncate(damage_position)
+            elif is_last:
                 _log_dropped(self.path, damage_position, size - damage_position, reason)
-                os.ftruncate(self._file_descriptor, damage_position)
+                self._truncate(damage_position)
             else:
                 logger.error(
                     "segment %s: damaged record at position %d (%s); reads stop there",
@@ -143,15 +176,16 @@ class Segment:
 
     def _last_trusted_index_entry(self) -> tuple[int, int, int]:
         """(position, offset, preceding max timestamp) of the last index entry that points
-        at a record with the offset it claims; entries after it are dropped."""
+        at a record with the offset it claims; entries after it are dropped. (Zeros, as
+        in reserved space, never pass: their length field is 0.)"""
         while len(self.index):
             entry = len(self.index) - 1
             position = self.index.positions[entry]
             offset = self.base_offset + self.index.relative_offsets[entry]
             header = os.pread(self._file_descriptor, record.RECORD_HEADER_BYTES, position)
             if len(header) == record.RECORD_HEADER_BYTES:
-                _length, _crc, stored_offset, _timestamp = record.RECORD_HEADER.unpack(header)
-                if stored_offset == offset:
+                length, _crc, stored_offset, _timestamp = record.RECORD_HEADER.unpack(header)
+                if stored_offset == offset and length >= record.OFFSET_AND_TIMESTAMP.size:
                     return position, offset, self.index.preceding_max_timestamps_ms[entry]
             self.index.truncate(entry)
         return record.SEGMENT_HEADER_BYTES, self.base_offset, -1
@@ -211,19 +245,28 @@ class Segment:
             self._last_index_position,
         )
 
-    def append(self, batch: record.EncodedBatch, messages: Sequence[Message]) -> None:
-        """Write an encoded batch (one ``pwrite``) and index it.
+    def append(
+        self, batch: record.EncodedBatch, messages: Sequence[Message], reserver: SpaceReserver
+    ) -> None:
+        """Write an encoded batch (one ``pwrite``) and index it, first reserving the next
+        chunk of space when the batch would cross the reserved end.
 
-        Raises the ``OSError`` of a failed write after truncating the file back, so
-        nothing partial stays on disk.
+        Raises the ``OSError`` of a failed reservation or write after truncating the
+        file back, so nothing partial stays on disk.
         """
         start = self.size_bytes
+        end = start + len(batch.data)
         mark = self.mark()
         try:
+            if end > self.file_size_bytes:
+                self.file_size_bytes = reserver.reserve(
+                    self._file_descriptor, self.file_size_bytes, end
+                )
             _write_all(self._file_descriptor, batch.data, start)
         except OSError:
             self.restore(mark)
             raise
+        self.file_size_bytes = max(self.file_size_bytes, end)
         entries: list[tuple[int, int, int]] = []
         max_timestamp_ms = self.max_timestamp_ms
         for message, relative_position in zip(messages, batch.positions, strict=True):
@@ -238,12 +281,13 @@ class Segment:
             self.first_timestamp_ms = messages[0].timestamp_ms
         self.max_timestamp_ms = max_timestamp_ms
         self.last_timestamp_ms = messages[-1].timestamp_ms
-        self.size_bytes = start + len(batch.data)
+        self.size_bytes = end
         self.next_offset += len(messages)
 
     def restore(self, mark: SegmentMark) -> None:
-        """Cut the segment back to ``mark`` (file, index and bounds)."""
-        os.ftruncate(self._file_descriptor, mark.size_bytes)
+        """Cut the segment back to ``mark`` (file, index and bounds); the reserved tail
+        goes too (the next append reserves again)."""
+        self._truncate(mark.size_bytes)
         self.index.truncate(mark.index_entries)
         self.size_bytes = mark.size_bytes
         self.readable_bytes = min(self.readable_bytes, mark.size_bytes)
@@ -253,6 +297,17 @@ class Segment:
         self._last_index_position = mark.last_index_position
         if self.next_offset == self.base_offset:
             self.first_timestamp_ms = None
+
+    def drop_reserved_tail(self) -> None:
+        """Cut the file back to its data end (event loop), before the final fsync of a
+        sealed or closed segment, so the size of a finished file is its data size."""
+        if os.fstat(self._file_descriptor).st_size != self.size_bytes:
+            self._truncate(self.size_bytes)
+
+    def _truncate(self, size_bytes: int) -> None:
+        os.ftruncate(self._file_descriptor, size_bytes)
+        self.file_size_bytes = size_bytes
+        self._metadata_changed = True
 
     # -- lifetime of the file descriptors ----------------------------------------------
 
@@ -287,8 +342,24 @@ class Segment:
             self._file_descriptor = -1
 
     def sync(self, *, with_index: bool) -> None:
-        """fsync the log file, and the index too when asked (blocking)."""
-        os.fsync(self._file_descriptor)
+        """Make the log file durable, and the index too when asked (blocking).
+
+        Appended data needs only ``fdatasync`` (it persists a grown size too). A full
+        ``fsync`` is kept for the final sync of a sealed or closed segment
+        (``with_index``) and after the file was created or truncated.
+        """
+        full = with_index or self._metadata_changed
+        # Cleared before syncing: a change the event loop makes from now on is synced
+        # by the next pass.
+        self._metadata_changed = False
+        try:
+            if full or not hasattr(os, "fdatasync"):
+                os.fsync(self._file_descriptor)
+            else:
+                os.fdatasync(self._file_descriptor)
+        except OSError:
+            self._metadata_changed = self._metadata_changed or full
+            raise
         if with_index:
             self.index.sync()
 

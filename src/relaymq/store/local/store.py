@@ -7,7 +7,8 @@
     <data_dir>/streams/<namespace>/<stream>/<partition>/    one partition (see log.py)
 
 and the resources every partition shares: one group committer (fsync thread),
-one free-space guard, one SQLite thread.
+one free-space guard, one space reserver (``reserve_chunk_bytes`` reserved
+ahead of each active segment's write position), one SQLite thread.
 """
 
 from __future__ import annotations
@@ -23,12 +24,22 @@ from relaymq.store.base import FsyncPolicy
 from relaymq.store.local.commit import FsyncObserver, GroupCommitter
 from relaymq.store.local.log import LocalPartitionLog, LogSettings
 from relaymq.store.local.metadata import SqliteMetadataStore
-from relaymq.store.local.space import FreeSpaceGuard, fsync_directory, make_directories
+from relaymq.store.local.space import (
+    FreeSpaceGuard,
+    SpaceReserver,
+    fsync_directory,
+    make_directories,
+)
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
 # Index entries hold 32-bit positions; a segment may overrun its size by one batch.
 MAX_SEGMENT_BYTES = 1024 * 1024 * 1024
+# Space reserved ahead of each active segment's write position, a chunk at a time: a
+# partition holds at most one chunk it has not written. Recovery reads the unwritten
+# rest of a chunk after a crash, hence the bound.
+DEFAULT_RESERVE_CHUNK_BYTES = 4 * 1024 * 1024
+MAX_RESERVE_CHUNK_BYTES = 64 * 1024 * 1024
 
 
 class LocalStore:
@@ -45,11 +56,18 @@ class LocalStore:
         fsync: FsyncPolicy = FsyncPolicy.BATCH,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+        reserve_chunk_bytes: int = DEFAULT_RESERVE_CHUNK_BYTES,
         fsync_observer: FsyncObserver | None = None,
     ) -> None:
         if not 1 <= segment_bytes <= MAX_SEGMENT_BYTES:
             raise InvalidConfig(
                 "segment_bytes out of range", segment_bytes=segment_bytes, max=MAX_SEGMENT_BYTES
+            )
+        if not 0 <= reserve_chunk_bytes <= MAX_RESERVE_CHUNK_BYTES:
+            raise InvalidConfig(
+                "reserve_chunk_bytes out of range (0 turns reserving off)",
+                reserve_chunk_bytes=reserve_chunk_bytes,
+                max=MAX_RESERVE_CHUNK_BYTES,
             )
         self.data_dir = Path(data_dir)
         self.fsync = FsyncPolicy(fsync)
@@ -57,6 +75,7 @@ class LocalStore:
         self._min_free_bytes = min_free_bytes
         self._committer = GroupCommitter(self.fsync, fsync_observer)
         self._guard = FreeSpaceGuard(self.data_dir, min_free_bytes)
+        self._reserver = SpaceReserver(reserve_chunk_bytes, segment_bytes)
         self._metadata: SqliteMetadataStore | None = None
         self._partitions: dict[tuple[str, str, int], LocalPartitionLog] = {}
         self._opening: dict[tuple[str, str, int], asyncio.Task[LocalPartitionLog]] = {}
@@ -70,6 +89,7 @@ class LocalStore:
         fsync: FsyncPolicy = FsyncPolicy.BATCH,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+        reserve_chunk_bytes: int = DEFAULT_RESERVE_CHUNK_BYTES,
         fsync_observer: FsyncObserver | None = None,
     ) -> LocalStore:
         """Create the data directory if missing and open the metadata database."""
@@ -78,6 +98,7 @@ class LocalStore:
             fsync=fsync,
             segment_bytes=segment_bytes,
             min_free_bytes=min_free_bytes,
+            reserve_chunk_bytes=reserve_chunk_bytes,
             fsync_observer=fsync_observer,
         )
         await asyncio.to_thread(make_directories, store.data_dir / "streams")
@@ -112,7 +133,12 @@ class LocalStore:
             directory = self._stream_directory(namespace, stream) / str(partition)
             self._opening[key] = asyncio.ensure_future(
                 LocalPartitionLog.open(
-                    directory, partition, self._settings, self._committer, self._guard
+                    directory,
+                    partition,
+                    self._settings,
+                    self._committer,
+                    self._guard,
+                    self._reserver,
                 )
             )
         try:
