@@ -87,6 +87,7 @@ async def test_a_rolled_back_append_is_not_served_from_memory(
         real_run_sync(job)
 
     monkeypatch.setattr(log, "run_sync", failing_sync)
+    monkeypatch.setattr(log, "datasync_target", lambda job: None)  # sync on threads
     with pytest.raises(RelayError):
         await log.append(make_batch(3, 2))
     assert log.next_offset == 3

@@ -235,6 +235,7 @@ async def test_disk_full_on_fsync_rolls_back_the_group(
         real_sync(self, with_index=with_index)
 
     monkeypatch.setattr(Segment, "sync", full_once)
+    monkeypatch.setattr(Segment, "datasync_descriptor", lambda self: None)  # sync on threads
     results = await asyncio.gather(
         *(log.append(make_batch(10 + task * 5, 5)) for task in range(4)), return_exceptions=True
     )
@@ -335,6 +336,7 @@ async def test_a_failed_pass_does_not_strand_appends_waiting_for_the_next(
         real_run_sync(job)
 
     monkeypatch.setattr(log, "run_sync", failing_first_sync)
+    monkeypatch.setattr(log, "datasync_target", lambda job: None)  # sync on threads
     first = asyncio.create_task(log.append(make_batch(0, 1)))
     await asyncio.sleep(0.01)
     second = asyncio.create_task(log.append(make_batch(1, 1)))

@@ -27,16 +27,19 @@ class ChangeSignal:
         """
         if timeout_seconds <= 0:
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
+        # A plain timer that resolves the waiter: cheaper than ``asyncio.timeout`` on a
+        # path every caught-up consumer takes once per message.
+        timer = loop.call_later(timeout_seconds, _wake, waiter)
         try:
-            async with asyncio.timeout(timeout_seconds):
-                await waiter
-        except TimeoutError:
-            pass
+            await waiter
         finally:
+            timer.cancel()
             if not waiter.done():
                 waiter.cancel()
+            if waiter in self._waiters:
                 self._waiters.remove(waiter)
 
     def notify(self) -> None:
@@ -47,3 +50,9 @@ class ChangeSignal:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    """The timeout of a wait: the same as a notification."""
+    if not waiter.done():
+        waiter.set_result(None)

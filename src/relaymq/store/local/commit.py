@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from relaymq.store.base import FsyncPolicy
+from relaymq.store.local.fsync_process import FsyncProcess, errno_error
 
 logger = logging.getLogger("relaymq.store")
 
@@ -63,6 +64,11 @@ class Syncable(Protocol):
 
     def finish_sync(self, job: Any, error: OSError | None) -> BaseException | None:
         """Publish (or roll back after ``error``) and return the error appends should see."""
+        ...
+
+    def datasync_target(self, job: Any) -> tuple[object, int] | None:
+        """``(file, descriptor)`` when all ``job`` needs is an ``fdatasync`` of that one
+        file (the common case), else ``None``."""
         ...
 
 
@@ -105,6 +111,10 @@ class GroupCommitter:
     def __init__(self, policy: FsyncPolicy, observer: FsyncObserver | None = None) -> None:
         self.policy = policy
         self._observer = observer
+        self._process: FsyncProcess | None = None
+        # The file each log's descriptor in the worker process belongs to, and its key.
+        self._registered: dict[Syncable, tuple[object, int]] = {}
+        self._next_key = 0
         self._work: queue.SimpleQueue[tuple[SyncPass, int, int] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._idle_threads = 0
@@ -117,6 +127,12 @@ class GroupCommitter:
         self._serial: dict[Syncable, deque[PassDone]] = {}
         self._idle_waiters: list[asyncio.Future[None]] = []
         self.passes = 0
+
+    async def start_process(self) -> None:
+        """Start the fsync worker process (see :mod:`.fsync_process`); without one,
+        or once it died, passes run on threads."""
+        if self.policy is not FsyncPolicy.NEVER and self._process is None:
+            self._process = await asyncio.to_thread(FsyncProcess.start)
 
     async def commit(self, log: Syncable) -> None:
         """Return once everything ``log`` has written so far is fsynced (per the policy).
@@ -147,6 +163,7 @@ class GroupCommitter:
             waiter: asyncio.Future[BaseException | None] = loop.create_future()
             self._run_serial(log, _resolver(waiter, log))
             error = await waiter
+            self._forget(log)
             if error is not None:
                 raise error
 
@@ -161,6 +178,9 @@ class GroupCommitter:
             self._work.put(None)
         for thread in threads:
             thread.join()
+        if self._process is not None:
+            self._process.close()
+            self._process = None
 
     # -- batch passes -------------------------------------------------------------------
 
@@ -215,11 +235,59 @@ class GroupCommitter:
             loop.call_soon(done, dict.fromkeys(logs, error))
             return
         sync_pass = SyncPass(logs, jobs, loop, done)
-        groups = min(len(logs), PARALLEL_FSYNCS)
+        keys = self._process_keys(logs, jobs)
+        if keys is not None:
+            assert self._process is not None
+            self._process.sync(keys, lambda errnos: self._process_done(sync_pass, errnos))
+        else:
+            self._run_on_threads(sync_pass)
+
+    def _run_on_threads(self, sync_pass: SyncPass) -> None:
+        groups = min(len(sync_pass.logs), PARALLEL_FSYNCS)
         sync_pass.pending_groups = groups
         self._ensure_threads(groups)
         for group in range(groups):
             self._work.put((sync_pass, group, groups))
+
+    def _process_keys(self, logs: list[Syncable], jobs: list[Any]) -> list[int] | None:
+        """The worker-process keys to ``fdatasync`` for a pass, registering files the
+        process does not hold yet; ``None``: the pass needs the threads."""
+        process = self._process
+        if process is None or not process.alive:
+            return None
+        targets = [log.datasync_target(job) for log, job in zip(logs, jobs, strict=True)]
+        if any(target is None for target in targets):
+            return None
+        keys = []
+        for log, target in zip(logs, targets, strict=True):
+            assert target is not None
+            file, descriptor = target
+            registered = self._registered.get(log)
+            if registered is None or registered[0] is not file:
+                if registered is not None:
+                    process.forget(registered[1])
+                key = self._next_key
+                self._next_key += 1
+                process.register(key, descriptor)
+                self._registered[log] = (file, key)
+                registered = (file, key)
+            keys.append(registered[1])
+        return keys
+
+    def _process_done(self, sync_pass: SyncPass, errnos: list[int] | None) -> None:
+        """The worker process answered (event loop); if it died, the threads redo the pass."""
+        if errnos is None:
+            self._registered.clear()
+            self._run_on_threads(sync_pass)
+            return
+        sync_pass.errors = [None if number == 0 else errno_error(number) for number in errnos]
+        self._finish(sync_pass)
+
+    def _forget(self, log: Syncable) -> None:
+        """Close the worker process's descriptor of ``log`` (the log is closing)."""
+        registered = self._registered.pop(log, None)
+        if registered is not None and self._process is not None:
+            self._process.forget(registered[1])
 
     def _ensure_threads(self, wanted: int) -> None:
         """Start fsync threads until ``wanted`` are idle or the limit is reached."""

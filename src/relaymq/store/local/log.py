@@ -247,6 +247,15 @@ class LocalPartitionLog:
         if job.sync_directory:
             fsync_directory(self.directory)
 
+    def datasync_target(self, job: SyncJob) -> tuple[Segment, int] | None:
+        """``(segment, descriptor)`` when the pass needs only an ``fdatasync`` of the
+        active segment (no sealed segment, index or directory to sync)."""
+        if job.sync_directory or len(job.segments) != 1:
+            return None
+        segment, with_index = job.segments[0]
+        descriptor = None if with_index else segment.datasync_descriptor()
+        return None if descriptor is None else (segment, descriptor)
+
     def finish_sync(self, job: SyncJob, error: OSError | None) -> BaseException | None:
         """Publish what the pass made durable, or roll back to the last durable state."""
         for segment, _with_index in job.segments:

@@ -341,6 +341,13 @@ class Segment:
             self.index.close()
             self._file_descriptor = -1
 
+    def datasync_descriptor(self) -> int | None:
+        """The descriptor to ``fdatasync`` when that is all a sync of the log file needs
+        (no creation or truncation since the last one), else ``None``."""
+        if self._metadata_changed or self._file_descriptor < 0 or not hasattr(os, "fdatasync"):
+            return None
+        return self._file_descriptor
+
     def sync(self, *, with_index: bool) -> None:
         """Make the log file durable, and the index too when asked (blocking).
 

@@ -103,6 +103,7 @@ class LocalStore:
         )
         await asyncio.to_thread(make_directories, store.data_dir / "streams")
         store._metadata = await SqliteMetadataStore.open(store.data_dir / "metadata.db")
+        await store._committer.start_process()
         return store
 
     @property
