@@ -103,7 +103,7 @@ class Publisher:
         self._ids = MessageIds()
         self._batch = Batch(self)
         self._batch_limit = max_batch_messages  # capped by the server's limit at each batch
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._room = asyncio.Event()
         self._room.set()
         self._idle = asyncio.Event()
@@ -161,7 +161,10 @@ class Publisher:
         elif self._timer is None:
             self._idle.clear()
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.linger_ms / 1000, self.send_batch)
+            if self.linger_ms > 0:
+                self._timer = loop.call_later(self.linger_ms / 1000, self.send_batch)
+            else:  # still after the current callback: a burst of publishes shares a frame
+                self._timer = loop.call_soon(self.send_batch)
         return future
 
     def send_batch(self) -> None:
