@@ -54,7 +54,7 @@ async def test_reads_from_memory_keep_the_limits(tmp_path: Path) -> None:
     await log.append(make_batch(0, 20, size=100))
     assert len(await log.read(3, 4, 1 << 20)) == 4
     assert len(await log.read(3, 100, 1)) == 1  # at least one, whatever its size
-    one_size = make_batch(0, 1, size=100)[0].size_bytes()
+    one_size = len(make_batch(0, 1, size=100)[0].payload)
     assert len(await log.read(3, 100, 3 * one_size)) == 3
     await store.close()
 
@@ -110,6 +110,6 @@ def test_the_window_is_bounded_and_consecutive() -> None:
     gap.offset = 50
     recent.add([gap])  # not consecutive: the window restarts
     assert recent.first_offset == 50
-    small = RecentMessages(max_messages=100, max_bytes=3 * batch[0].size_bytes())
+    small = RecentMessages(max_messages=100, max_bytes=3 * len(batch[0].payload))
     small.add(batch)
     assert small.first_offset == 5
