@@ -60,6 +60,7 @@ async def test_the_worker_reports_errors_per_file() -> None:
         assert await asyncio.wait_for(answers, 5) == [errno.EINVAL, errno.EBADF]
     finally:
         process.close()
+        process.wait()
         os.close(read_end)
         os.close(write_end)
 
@@ -95,3 +96,79 @@ async def test_closing_the_store_stops_the_worker(tmp_path: Path) -> None:
     child = running_process(store)._process
     await store.close()
     assert child.poll() is not None
+
+
+async def test_a_worker_dead_before_the_first_sync_fails_over(tmp_path: Path) -> None:
+    store = await LocalStore.open(tmp_path, min_free_bytes=0)
+    process = running_process(store)
+    os.kill(process._process.pid, signal.SIGKILL)
+    process._process.wait()
+    log = await store.open_partition(*PARTITION)
+    for first in range(0, 10, 2):
+        assert await asyncio.wait_for(log.append(make_batch(first, 2)), 5) == first
+    await asyncio.wait_for(store.close(), 5)
+
+
+async def test_many_partitions_in_one_pass_queue_behind_a_full_socket(tmp_path: Path) -> None:
+    store = await LocalStore.open(tmp_path, min_free_bytes=0)
+    logs = [await store.open_partition("tenant", "wide", n) for n in range(400)]
+    for round_ in range(2):  # the second round registers 400 files with the worker at once
+        results = await asyncio.wait_for(
+            asyncio.gather(*(log.append(make_batch(round_, 1)) for log in logs)), 30
+        )
+        assert results == [round_] * len(logs)
+    assert running_process(store).alive
+    await asyncio.wait_for(store.close(), 30)
+
+
+async def test_a_key_the_worker_lost_does_not_fail_appends(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await LocalStore.open(tmp_path, min_free_bytes=0)
+    log = await store.open_partition(*PARTITION)
+    await log.append(make_batch(0, 1))
+    await log.append(make_batch(1, 1))
+    _file, key = store._committer._registered[log]
+    running_process(store).forget(key)  # behind the committer's back
+    with caplog.at_level(logging.WARNING, logger="relaymq.store"):
+        assert await log.append(make_batch(2, 1)) == 2  # synced on a thread instead
+    assert "fsync worker process failed" in caplog.text
+    assert await log.append(make_batch(3, 1)) == 3  # registered again
+    assert [payload_position(m) for m in await read_all(log)] == [0, 1, 2, 3]
+    await store.close()
+
+
+async def test_a_rolled_segment_is_released_by_the_worker(tmp_path: Path) -> None:
+    store = await LocalStore.open(tmp_path, min_free_bytes=0, segment_bytes=2_000)
+    log = await store.open_partition(*PARTITION)
+    await log.append(make_batch(0, 1))
+    await log.append(make_batch(1, 1))
+    sealed, _key = store._committer._registered[log]
+    offset = 2
+    while log._active is sealed:
+        await log.append(make_batch(offset, 5, size=200))
+        offset += 5
+    registered = store._committer._registered.get(log)
+    assert registered is None or registered[0] is not sealed
+    await store.close()
+
+
+async def test_closing_waits_for_no_idle_moment_of_a_busy_store(tmp_path: Path) -> None:
+    store = await LocalStore.open(tmp_path, min_free_bytes=0)
+    busy = await store.open_partition("tenant", "busy", 0)
+    idle = await store.open_partition("tenant", "idle", 0)
+    await idle.append(make_batch(0, 1))
+    stop = asyncio.Event()
+
+    async def produce() -> None:
+        offset = 0
+        while not stop.is_set():
+            await busy.append(make_batch(offset, 1))
+            offset += 1
+
+    producers = [asyncio.create_task(produce()) for _ in range(4)]
+    await asyncio.sleep(0.2)
+    await asyncio.wait_for(idle.close(), 5)  # a sync_now while passes run back to back
+    stop.set()
+    await asyncio.gather(*producers)
+    await store.close()

@@ -11,7 +11,7 @@ import pytest
 
 from relaymq.core.message import Message
 from relaymq.errors import RelayError
-from relaymq.store.local import LocalStore
+from relaymq.store.local import LocalStore, record
 from relaymq.store.local.recent import RecentMessages
 
 from .test_conformance import make_batch, payload_position, read_all
@@ -54,7 +54,7 @@ async def test_reads_from_memory_keep_the_limits(tmp_path: Path) -> None:
     await log.append(make_batch(0, 20, size=100))
     assert len(await log.read(3, 4, 1 << 20)) == 4
     assert len(await log.read(3, 100, 1)) == 1  # at least one, whatever its size
-    one_size = len(make_batch(0, 1, size=100)[0].payload)
+    one_size = len(record.encode_batch(make_batch(0, 1, size=100), 0).data)
     assert len(await log.read(3, 100, 3 * one_size)) == 3
     await store.close()
 
@@ -102,14 +102,14 @@ def test_the_window_is_bounded_and_consecutive() -> None:
     batch = make_batch(0, 8)
     for offset, message in enumerate(batch):
         message.offset = offset
-    recent.add(batch)
+    recent.add(batch, [40] * len(batch))
     assert recent.first_offset == 3
     recent.cut(6)
     assert [m.offset for m in recent.read(3, 100, 100, 1 << 20)] == [3, 4, 5]
     gap = Message(subject="a", payload=b"x")
     gap.offset = 50
-    recent.add([gap])  # not consecutive: the window restarts
+    recent.add([gap], [40])  # not consecutive: the window restarts
     assert recent.first_offset == 50
-    small = RecentMessages(max_messages=100, max_bytes=3 * len(batch[0].payload))
-    small.add(batch)
+    small = RecentMessages(max_messages=100, max_bytes=3 * 40)
+    small.add(batch, [40] * len(batch))
     assert small.first_offset == 5

@@ -80,7 +80,8 @@ def internal_error(seq: int | None = None, sub: str | None = None) -> frames.Err
 
 
 class Outbox:
-    """The connection's bounded queue of server frames, drained by one writer.
+    """The connection's bounded queue of server frames, sent in order by one writer
+    task (or by the producer itself when nothing is queued).
 
     Producers wait while it is full; closing it wakes every one of them (their
     frames are dropped), so no producer task outlives the connection."""
@@ -333,6 +334,7 @@ class IdleWatchdog:
         """``websocket.receive()``, or :class:`IdleTimeout` once the timeout passed."""
         task = asyncio.current_task()
         self.waiting = task
+        self.last_frame = self.loop.time()  # time spent busy elsewhere was not idle
         try:
             message = await websocket.receive()
         except asyncio.CancelledError:

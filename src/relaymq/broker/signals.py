@@ -17,7 +17,7 @@ class ChangeSignal:
     __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: dict[asyncio.Future[None], None] = {}
 
     async def wait(self, timeout_seconds: float) -> None:
         """Return at the next :meth:`notify`, or after ``timeout_seconds``.
@@ -29,7 +29,7 @@ class ChangeSignal:
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(waiter)
+        self._waiters[waiter] = None
         # A plain timer that resolves the waiter: cheaper than ``asyncio.timeout`` on a
         # path every caught-up consumer takes once per message.
         timer = loop.call_later(timeout_seconds, _wake, waiter)
@@ -39,14 +39,13 @@ class ChangeSignal:
             timer.cancel()
             if not waiter.done():
                 waiter.cancel()
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            self._waiters.pop(waiter, None)
 
     def notify(self) -> None:
         """Wake every waiting task."""
         if not self._waiters:
             return
-        waiters, self._waiters = self._waiters, []
+        waiters, self._waiters = self._waiters, {}
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)

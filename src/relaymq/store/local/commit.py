@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from relaymq.store.base import FsyncPolicy
-from relaymq.store.local.fsync_process import FsyncProcess, errno_error
+from relaymq.store.local.fsync_process import MAX_KEYS, FsyncProcess, errno_error
 
 logger = logging.getLogger("relaymq.store")
 
@@ -133,6 +133,8 @@ class GroupCommitter:
         or once it died, passes run on threads."""
         if self.policy is not FsyncPolicy.NEVER and self._process is None:
             self._process = await asyncio.to_thread(FsyncProcess.start)
+            if self._process is not None:
+                self._process.attach()
 
     async def commit(self, log: Syncable) -> None:
         """Return once everything ``log`` has written so far is fsynced (per the policy).
@@ -153,17 +155,19 @@ class GroupCommitter:
             raise error
 
     async def sync_now(self, logs: list[Syncable]) -> None:
-        """One pass over each of ``logs`` whatever the policy (close and shutdown use
-        it), after the batch pass already running, so passes of one partition never
-        overlap."""
+        """One pass over ``logs`` whatever the policy (close and shutdown use it). It is
+        the next batch pass: after the one running, and never starved by appends."""
         loop = asyncio.get_running_loop()
+        waiters: list[tuple[Syncable, asyncio.Future[BaseException | None]]] = []
         for log in logs:
-            while self._batch_running:
-                await self._until_idle(loop)
             waiter: asyncio.Future[BaseException | None] = loop.create_future()
-            self._run_serial(log, _resolver(waiter, log))
+            self._waiting.setdefault(log, []).append(waiter)
+            waiters.append((log, waiter))
+        if not self._batch_running:
+            self._start_batch()
+        for log, waiter in waiters:
             error = await waiter
-            self._forget(log)
+            self.forget(log)
             if error is not None:
                 raise error
 
@@ -179,8 +183,9 @@ class GroupCommitter:
         for thread in threads:
             thread.join()
         if self._process is not None:
-            self._process.close()
-            self._process = None
+            process, self._process = self._process, None
+            process.close()
+            await asyncio.to_thread(process.wait)
 
     # -- batch passes -------------------------------------------------------------------
 
@@ -253,8 +258,10 @@ class GroupCommitter:
         """The worker-process keys to ``fdatasync`` for a pass, registering files the
         process does not hold yet; ``None``: the pass needs the threads."""
         process = self._process
-        if process is None or not process.alive:
+        if process is None or not process.alive or len(logs) > MAX_KEYS:
             return None
+        if self.policy is FsyncPolicy.ALWAYS and process.busy:
+            return None  # the child syncs one request at a time: keep partitions parallel
         targets = [log.datasync_target(job) for log, job in zip(logs, jobs, strict=True)]
         if any(target is None for target in targets):
             return None
@@ -280,11 +287,20 @@ class GroupCommitter:
             self._registered.clear()
             self._run_on_threads(sync_pass)
             return
-        sync_pass.errors = [None if number == 0 else errno_error(number) for number in errnos]
+        if any(errnos):
+            # The threads' own fsync is the authority: a real write-back error shows there
+            # too (and rolls back); a key the child lost does not fail the appends.
+            for log, number in zip(sync_pass.logs, errnos, strict=True):
+                if number:
+                    logger.warning("the fsync worker process failed: %s", errno_error(number))
+                    self.forget(log)
+            self._run_on_threads(sync_pass)
+            return
         self._finish(sync_pass)
 
-    def _forget(self, log: Syncable) -> None:
-        """Close the worker process's descriptor of ``log`` (the log is closing)."""
+    def forget(self, log: Syncable) -> None:
+        """Close the worker process's descriptor of ``log``'s file (the log rolled its
+        segment, rolled back or is closing: the file may be deleted soon)."""
         registered = self._registered.pop(log, None)
         if registered is not None and self._process is not None:
             self._process.forget(registered[1])

@@ -28,6 +28,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from relaymq.store.local import fsync_worker as wire
 logger = logging.getLogger("relaymq.store")
 
 SyncDone = Callable[[list[int] | None], None]  # errno per key, or None: the process died
+# Keys per request: a request must fit one SOCK_SEQPACKET message of the worker's size.
+MAX_KEYS = (wire.MAX_MESSAGE_BYTES - wire.HEADER.size) // wire.KEY.size
 
 
 class FsyncProcess:
@@ -47,6 +50,8 @@ class FsyncProcess:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[int, SyncDone] = {}
         self._next_request = 0
+        # Messages the socket had no room for, sent in order once it drains.
+        self._outgoing: deque[tuple[bytes, list[int]]] = deque()
         self.alive = True
 
     @classmethod
@@ -63,6 +68,9 @@ class FsyncProcess:
                 [sys.executable, "-I", "-S", str(Path(wire.__file__)), str(child.fileno())],
                 pass_fds=[child.fileno()],
                 stdin=subprocess.DEVNULL,
+                # Its own session: a Ctrl-C meant for the server's process group must
+                # not kill it first (the server then shuts down and syncs through it).
+                start_new_session=True,
             )
         except OSError as error:
             logger.warning("cannot start the fsync worker process (%s); using threads", error)
@@ -73,42 +81,77 @@ class FsyncProcess:
         parent.setblocking(False)
         return cls(parent, process)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a sync request is waiting for its answer."""
+        return bool(self._pending)
+
+    def attach(self) -> None:
+        """Watch the socket from the running loop (a dead child is noticed at once)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop or not self.alive:
+            return
+        self._detach()
+        loop.add_reader(self._channel.fileno(), self._on_readable)
+        self._loop = loop
+
     def register(self, key: int, descriptor: int) -> None:
         """Give the child a duplicate of ``descriptor`` under ``key``."""
         self._send(wire.HEADER.pack(wire.OP_REGISTER, key, 0), [descriptor])
 
     def forget(self, key: int) -> None:
         """Make the child close its duplicate of ``key``."""
-        self._send(wire.HEADER.pack(wire.OP_FORGET, key, 0))
+        self._send(wire.HEADER.pack(wire.OP_FORGET, key, 0), [])
 
     def sync(self, keys: list[int], done: SyncDone) -> None:
-        """``fdatasync`` the files of ``keys``; ``done`` is called on the event loop with
-        one errno per key (0: synced), or ``None`` if the process died first."""
-        self._attach()
+        """``fdatasync`` the files of ``keys`` (at most :data:`MAX_KEYS`); ``done`` is
+        called on the event loop with one errno per key (0: synced), or with ``None``
+        if the process is or goes dead first."""
+        self.attach()
+        if not self.alive:
+            asyncio.get_running_loop().call_soon(done, None)
+            return
         request = self._next_request
         self._next_request += 1
         self._pending[request] = done
         body = b"".join(wire.KEY.pack(key) for key in keys)
-        self._send(wire.HEADER.pack(wire.OP_SYNC, request, len(keys)) + body)
+        self._send(wire.HEADER.pack(wire.OP_SYNC, request, len(keys)) + body, [])
 
-    def _send(self, message: bytes, descriptors: list[int] | None = None) -> None:
+    def _send(self, message: bytes, descriptors: list[int]) -> None:
         if not self.alive:
             return
+        if self._outgoing:
+            self._outgoing.append((message, descriptors))
+            return
         try:
-            if descriptors:
-                socket.send_fds(self._channel, [message], descriptors)
-            else:
-                self._channel.send(message)
-        except OSError as error:  # a full or broken socket: the child is stuck or gone
+            self._send_now(message, descriptors)
+        except BlockingIOError:  # the child is busy: queue, and send when it drains
+            self._outgoing.append((message, descriptors))
+            self.attach()
+            assert self._loop is not None
+            self._loop.add_writer(self._channel.fileno(), self._drain)
+        except OSError as error:
             self._fail(f"cannot write to the fsync worker process: {error}")
 
-    def _attach(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._channel.fileno())
-            loop.add_reader(self._channel.fileno(), self._on_readable)
-            self._loop = loop
+    def _send_now(self, message: bytes, descriptors: list[int]) -> None:
+        if descriptors:
+            socket.send_fds(self._channel, [message], descriptors)
+        else:
+            self._channel.send(message)
+
+    def _drain(self) -> None:
+        while self._outgoing:
+            message, descriptors = self._outgoing[0]
+            try:
+                self._send_now(message, descriptors)
+            except BlockingIOError:
+                return
+            except OSError as error:
+                self._fail(f"cannot write to the fsync worker process: {error}")
+                return
+            self._outgoing.popleft()
+        if self._loop is not None:
+            self._loop.remove_writer(self._channel.fileno())
 
     def _on_readable(self) -> None:
         while True:
@@ -138,6 +181,7 @@ class FsyncProcess:
         logger.error("%s; fsyncs run on threads from now on", reason)
         self.alive = False
         self._detach()
+        self._outgoing.clear()
         pending, self._pending = self._pending, {}
         for done in pending.values():
             done(None)
@@ -146,13 +190,18 @@ class FsyncProcess:
         if self._loop is not None and not self._loop.is_closed():
             with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(self._channel.fileno())
+                self._loop.remove_writer(self._channel.fileno())
         self._loop = None
 
     def close(self) -> None:
-        """Stop the child (it exits when its socket closes) and wait for it."""
+        """Close the socket (event loop): the child exits when it sees that."""
         self.alive = False
         self._detach()
+        self._outgoing.clear()
         self._channel.close()
+
+    def wait(self) -> None:
+        """Wait for the closed child to exit (blocking; run it off the event loop)."""
         try:
             self._process.wait(timeout=5)
         except subprocess.TimeoutExpired:

@@ -16,6 +16,7 @@ The wire format is defined here and in ``fsync_process.py``, and nowhere else.
 from __future__ import annotations
 
 import array
+import errno
 import os
 import socket
 import struct
@@ -35,11 +36,11 @@ PARALLEL_SYNCS = 8
 def sync_one(descriptor: int | None) -> int:
     """``fdatasync`` one descriptor; the errno of a failure, or 0."""
     if descriptor is None:
-        return 9  # EBADF: a key this process does not hold
+        return errno.EBADF  # a key this process does not hold
     try:
         os.fdatasync(descriptor)
     except OSError as error:
-        return error.errno or 5  # EIO when the OS gave no number
+        return error.errno or errno.EIO
     return 0
 
 

@@ -8,9 +8,9 @@ offset in ``start.offset``), retention, and opening with recovery.
 
 Threading: appends, rolls and deletions run on the event loop (a page-cache
 ``pwrite`` of one buffer per batch, and now and then a ``posix_fallocate`` that
-reserves the next chunk of the active segment); fsyncs run on the committer's
-thread; reads of the newest messages are served from memory (:mod:`.recent`),
-other reads and scans run in worker threads on pinned segments. A segment
+reserves the next chunk of the active segment); syncs run on the committer's
+worker process or threads; reads of the newest messages are served from memory
+(:mod:`.recent`), other reads and scans run in worker threads on pinned segments. A segment
 being sealed (rolled) or closed is cut back to its data end before its final
 fsync.
 """
@@ -160,6 +160,8 @@ class LocalPartitionLog:
         call is left on disk or becomes visible.
         """
         self._check_open()
+        if self._closing:
+            raise StoreClosed(f"partition log {self.directory} is closing")
         if not messages:
             return self._next_offset
         self._guard.check()
@@ -174,7 +176,7 @@ class LocalPartitionLog:
         except OSError as error:
             self._guard.forget()
             raise translate_os_error(error) from error
-        self._recent.add(messages)
+        self._recent.add(messages, record.frame_sizes(batch))
         end_offset = first_offset + len(messages)
         self._next_offset = end_offset
         if self._settings.fsync is FsyncPolicy.NEVER:
@@ -210,6 +212,7 @@ class LocalPartitionLog:
         self._segments.append(segment)
         self._base_offsets.append(segment.base_offset)
         self._directory_dirty = True
+        self._committer.forget(self)  # the sealed segment's last sync runs on a thread
 
     def _publish(self, segment: Segment, size_bytes: int, next_offset: int) -> None:
         """Let readers see everything up to ``size_bytes`` of ``segment`` (and all before it)."""
@@ -290,6 +293,7 @@ class LocalPartitionLog:
         self._active.restore(durable.mark)
         self._next_offset = self._active.next_offset
         self._recent.cut(self._next_offset)
+        self._committer.forget(self)
         for segment, with_index in job.segments:
             if segment in self._segments and segment is not self._active:
                 self._unsynced[segment] = self._unsynced.get(segment, False) or with_index

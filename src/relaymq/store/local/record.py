@@ -80,6 +80,12 @@ class EncodedBatch:
     positions: list[int]
 
 
+def frame_sizes(batch: EncodedBatch) -> list[int]:
+    """The size of each frame of ``batch``, in order."""
+    ends = [*batch.positions[1:], len(batch.data)]
+    return [end - start for start, end in zip(batch.positions, ends, strict=True)]
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One decoded frame header: where it is and what it says."""
