@@ -109,6 +109,8 @@ class Server:
             limit_concurrency=settings.max_connections,
             timeout_keep_alive=max(1, round(settings.keep_alive_timeout_seconds)),
             timeout_graceful_shutdown=round(settings.shutdown_timeout_seconds),
+            # Pinned (uvicorn >= 0.50 picks it for "auto" too): one parse and a direct
+            # transport write per frame, with write flow control (uvicorn >= 0.52.1).
             ws="websockets-sansio",
             ws_max_size=settings.ws_max_frame_bytes,
             h11_max_incomplete_event_size=settings.max_header_bytes,
