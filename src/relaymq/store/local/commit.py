@@ -1,29 +1,30 @@
 """Group commit: making appended records durable with as few fsyncs as possible.
 
-This module owns the fsync threads and the policy of :class:`FsyncPolicy`:
+This module owns who runs the fsyncs (the fsync worker process, else threads)
+and the policy of :class:`FsyncPolicy`:
 
 * ``batch``: an append that has written its records registers its partition
   and waits for the next *pass*. A pass fsyncs every registered partition's
   dirty files once (and their directory when a segment was created), while
   appends that arrive meanwhile queue for the pass after. So N concurrent
-  appends cost about two fsyncs, not N.
+  appends cost about two fsyncs, not N. ``sync_now`` (close) joins the next
+  batch pass whatever the policy.
 * ``always``: every append runs a pass of its own; passes of one partition
   run one at a time, in call order, those of different partitions in parallel.
 * ``never``: nothing here is called on the append path; ``close`` syncs.
 
-A pass spreads its partitions over up to ``PARALLEL_FSYNCS`` threads: fsyncs
-of different files overlap on the device, so one pass over many partitions
-costs little more than one over a single partition.
-
-The hand-off is on the latency path of every confirmed publish, so it takes
-as few hops as the GIL allows: the event loop puts a pass on a queue that
-idle fsync threads block on, and the thread finishing a pass's last fsync
-calls back into the loop once, which resolves the waiting appends directly
-(no executor futures, tasks or ``gather`` in between).
+The hand-off is on the latency path of every confirmed publish. A pass that
+needs only ``fdatasync`` of active segments goes to the fsync worker process
+(:mod:`.fsync_process`: no GIL to win back from a busy event loop); any other
+pass, and every pass when there is no worker, goes to up to
+``PARALLEL_FSYNCS`` threads (fsyncs of different files overlap on the device).
+Either way one callback comes back to the loop and resolves the waiting
+appends directly (no executor futures, tasks or ``gather`` in between).
 
 The partition side of a pass is :class:`Syncable`: ``prepare_sync`` (event loop,
-snapshot what is written and pin the files), ``run_sync`` (fsync thread,
-blocking fsyncs) and ``finish_sync`` (event loop, publish or roll back).
+snapshot what is written and pin the files), ``datasync_target`` (whether the
+worker process can do it), ``run_sync`` (fsync thread, blocking fsyncs) and
+``finish_sync`` (event loop, publish or roll back).
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ class GroupCommitter:
                 _resolve(waiter, results[log])
         self._wake_idle_waiters()
 
-    # -- passes one at a time per log (always, sync_now) -----------------------------------
+    # -- passes one at a time per log (always) ---------------------------------------------
 
     def _run_serial(self, log: Syncable, done: PassDone) -> None:
         queued = self._serial.get(log)
@@ -230,8 +231,8 @@ class GroupCommitter:
     # -- running a pass ---------------------------------------------------------------------
 
     def _launch(self, logs: list[Syncable], done: PassDone) -> None:
-        """Snapshot ``logs`` and hand their fsyncs to the threads; ``done`` gets each
-        log's outcome on the event loop."""
+        """Snapshot ``logs`` and hand their fsyncs to the worker process or the
+        threads; ``done`` gets each log's outcome on the event loop."""
         loop = asyncio.get_running_loop()
         try:
             jobs = [log.prepare_sync() for log in logs]
