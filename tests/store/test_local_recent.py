@@ -113,3 +113,21 @@ def test_the_window_is_bounded_and_consecutive() -> None:
     small = RecentMessages(max_messages=100, max_bytes=3 * 40)
     small.add(batch, [40] * len(batch))
     assert small.first_offset == 5
+
+
+def test_one_message_appends_slide_the_window() -> None:
+    recent = RecentMessages(max_messages=100, max_bytes=1 << 20)
+    batch = make_batch(0, 1_000)
+    for offset, message in enumerate(batch):
+        message.offset = offset
+        recent.add([message], [40])
+        assert recent.first_offset == max(0, offset - 99)
+        newest = recent.read(offset, offset + 1, 10, 1 << 20)
+        assert [m.offset for m in newest] == [offset]
+    assert [m.offset for m in recent.read(900, 1_000, 3, 1 << 20)] == [900, 901, 902]
+    assert [m.offset for m in recent.read(990, 995, 100, 1 << 20)] == list(range(990, 995))
+    assert [m.offset for m in recent.read(990, 1_000, 100, 2 * 40)] == [990, 991]
+    assert recent.read(995, 995, 100, 1 << 20) == []
+    recent.cut(950)
+    assert recent.first_offset == 900
+    assert [m.offset for m in recent.read(945, 1_000, 100, 1 << 20)] == list(range(945, 950))

@@ -173,18 +173,20 @@ class PublishWindow:
         self.max_bytes = max_bytes
         self.messages = 0
         self.bytes = 0
-        self.changed = asyncio.Condition()
+        self.freed = asyncio.Event()  # set when a share is given back
 
     def clamp(self, messages: int, size_bytes: int) -> tuple[int, int]:
         """The share a publish takes: a lone huge frame still fits an empty window."""
         return min(messages, self.max_messages), min(size_bytes, self.max_bytes)
 
     async def acquire(self, messages: int, size_bytes: int) -> None:
-        """Wait until the publish fits, then take its share."""
-        async with self.changed:
-            await self.changed.wait_for(lambda: self.fits(messages, size_bytes))
-            self.messages += messages
-            self.bytes += size_bytes
+        """Wait until the publish fits, then take its share (only the connection's
+        reader acquires, so there is never more than one waiter)."""
+        while not self.fits(messages, size_bytes):
+            self.freed.clear()
+            await self.freed.wait()
+        self.messages += messages
+        self.bytes += size_bytes
 
     def fits(self, messages: int, size_bytes: int) -> bool:
         """Whether a publish of that size may start now."""
@@ -193,12 +195,11 @@ class PublishWindow:
             and self.bytes + size_bytes <= self.max_bytes
         )
 
-    async def release(self, messages: int, size_bytes: int) -> None:
+    def release(self, messages: int, size_bytes: int) -> None:
         """Give a finished publish's share back."""
-        async with self.changed:
-            self.messages -= messages
-            self.bytes -= size_bytes
-            self.changed.notify_all()
+        self.messages -= messages
+        self.bytes -= size_bytes
+        self.freed.set()
 
 
 class Subscriber:
@@ -568,7 +569,7 @@ class Connection:
             reply = await self.published(frame, messages)
             await self.send(reply, encoding)
         finally:
-            await self.window.release(*share)
+            self.window.release(*share)
 
     async def published(self, frame: frames.AnyPublish, messages: list[Any]) -> frames.ServerFrame:
         """The ``confirm`` of a durable publish, or the ``error`` that stopped it."""

@@ -13,9 +13,7 @@ back when a failed fsync rolls records back.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
-from itertools import islice
 
 from relaymq.core.message import Message
 
@@ -25,37 +23,49 @@ RECENT_BYTES = 1024 * 1024
 
 class RecentMessages:
     """The last appended messages, consecutive in offset, at most
-    :data:`RECENT_MESSAGES` of them and :data:`RECENT_BYTES` of records."""
+    :data:`RECENT_MESSAGES` of them and :data:`RECENT_BYTES` of records.
+
+    Messages live in a list from index ``_head`` on: a read indexes straight to
+    its start offset (a deque would walk the window on every read), and evicted
+    entries are dropped in bulk once they make up half the list."""
 
     def __init__(self, max_messages: int = RECENT_MESSAGES, max_bytes: int = RECENT_BYTES) -> None:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self._messages: deque[Message] = deque()
-        self._sizes: deque[int] = deque()  # each message's record size in the segment
+        self._messages: list[Message] = []
+        self._sizes: list[int] = []  # each message's record size in the segment
+        self._head = 0  # index of the oldest message still held
         self._bytes = 0
 
     @property
     def first_offset(self) -> int | None:
         """The oldest offset held, or ``None`` when empty."""
-        return self._messages[0].offset if self._messages else None
+        return self._messages[self._head].offset if self._head < len(self._messages) else None
 
     def add(self, messages: Sequence[Message], record_sizes: Sequence[int]) -> None:
         """Remember an append and its records' sizes (offsets follow the last one held,
         or the window restarts)."""
-        held = self._messages
+        held, sizes = self._messages, self._sizes
         if held and messages and messages[0].offset != held[-1].offset + 1:
             self.clear()
         held.extend(messages)
-        self._sizes.extend(record_sizes)
+        sizes.extend(record_sizes)
         self._bytes += sum(record_sizes)
-        while held and (len(held) > self.max_messages or self._bytes > self.max_bytes):
-            held.popleft()
-            self._bytes -= self._sizes.popleft()
+        head = self._head
+        while head < len(held) and (
+            len(held) - head > self.max_messages or self._bytes > self.max_bytes
+        ):
+            self._bytes -= sizes[head]
+            head += 1
+        if head * 2 >= len(held):
+            del held[:head], sizes[:head]
+            head = 0
+        self._head = head
 
     def cut(self, next_offset: int) -> None:
         """Forget offsets from ``next_offset`` on (they were rolled back)."""
         held = self._messages
-        while held and held[-1].offset >= next_offset:
+        while len(held) > self._head and held[-1].offset >= next_offset:
             held.pop()
             self._bytes -= self._sizes.pop()
 
@@ -63,21 +73,19 @@ class RecentMessages:
         """Forget everything."""
         self._messages.clear()
         self._sizes.clear()
+        self._head = 0
         self._bytes = 0
 
     def read(self, start: int, end: int, max_messages: int, max_bytes: int) -> list[Message]:
         """Messages from ``start`` (which must be held) up to ``end``, within the limits
         (``max_bytes`` of records), at least one: the contract of a segment read."""
-        skip = start - self._messages[0].offset
-        found: list[Message] = []
+        held, sizes = self._messages, self._sizes
+        first = self._head + start - held[self._head].offset
+        stop = min(len(held), first + max_messages, first + max(end - start, 0))
+        found = held[first:stop]
         used_bytes = 0
-        for message, size in zip(
-            islice(self._messages, skip, None), islice(self._sizes, skip, None), strict=True
-        ):
-            if message.offset >= end or len(found) >= max_messages:
-                break
-            if found and used_bytes + size > max_bytes:
-                break
-            found.append(message)
+        for count, size in enumerate(sizes[first:stop]):
             used_bytes += size
+            if count and used_bytes > max_bytes:
+                return found[:count]
         return found
