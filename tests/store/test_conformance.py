@@ -126,6 +126,32 @@ async def test_partitions_are_independent(store: StoreHarness) -> None:
     assert [payload_position(message) for message in await read_all(second)] == [100, 101]
 
 
+async def test_append_listeners_hear_of_readable_messages_before_the_append_returns(
+    store: StoreHarness,
+) -> None:
+    await store.open()
+    log = await open_log(store)
+    seen: list[tuple[int, int]] = []  # (next_offset, what read returned) at each call
+    pending: list[asyncio.Task[None]] = []
+
+    def listener() -> None:
+        seen.append((log.next_offset, -1))
+        pending.append(asyncio.ensure_future(record_read(log.next_offset)))
+
+    async def record_read(expected_end: int) -> None:
+        stored = await read_all(log)
+        seen.append((expected_end, len(stored)))
+
+    log.watch_appends(listener)
+    await log.append(make_batch(0, 3))
+    assert seen[:1] == [(3, -1)]  # called before append returned, with the messages readable
+    await log.append(make_batch(3, 2))
+    await asyncio.gather(*pending)
+    assert (5, -1) in seen
+    assert all(count >= end for end, count in seen if count >= 0)
+    assert log.next_offset == 5
+
+
 async def test_concurrent_appends_keep_call_order_and_unique_offsets(store: StoreHarness) -> None:
     await store.open()
     log = await open_log(store)

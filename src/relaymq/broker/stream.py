@@ -92,6 +92,8 @@ class StreamHandle:
         self._max_payload_bytes = min(
             settings.max_payload_bytes, config.max_message_bytes or settings.max_payload_bytes
         )
+        for log in logs:
+            log.watch_appends(self._appended)
 
     @property
     def name(self) -> str:
@@ -158,6 +160,14 @@ class StreamHandle:
                 stream=self.name,
                 path=error.name,
             ) from None
+
+    def _appended(self) -> None:
+        """New messages are readable: wake the stream's and the subscriptions' readers
+        now, from the fsync pass's completion, rather than one loop step later when
+        the append resumes (a step that can wait behind every ready callback)."""
+        self.signal.notify()
+        for subscription in self.subscriptions.values():
+            subscription.signal.notify()
 
     async def append(self, messages: Sequence[Message], now_ms: int) -> list[PublishResult]:
         """Append messages (already checked) and return where each landed, once durable.

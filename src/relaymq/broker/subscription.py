@@ -143,8 +143,12 @@ class SubscriptionHandle:
 
     def on_append(self, partition: int, messages: list[Message]) -> None:
         """The stream grew: hand the new messages straight to a caught-up cursor (no
-        store read, no decode), and wake fetchers waiting for messages."""
+        store read, no decode), and wake fetchers waiting for messages, unless a
+        fetcher woken when they became readable already read them (waking the
+        others again would only make them fetch nothing)."""
         cursor = self.dispatcher.cursors[partition]
+        if cursor.read_offset > messages[-1].offset:
+            return
         if (
             cursor.read_offset == messages[0].offset
             and cursor.available() < TAIL_OFFER_MESSAGES

@@ -13,7 +13,7 @@ Every implementation passes the conformance suite in ``tests/store``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -77,6 +77,12 @@ class PartitionLog(Protocol):
         the messages are readable. Raises :class:`relaymq.errors.StorageFull`
         when the disk is full; nothing of a failed call becomes visible.
         """
+        ...
+
+    def watch_appends(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (on the event loop) whenever appended messages became
+        readable, before the appends that wrote them return: a reader woken by it
+        is one event-loop step ahead of one woken by ``append``'s caller."""
         ...
 
     async def read(self, from_offset: int, max_messages: int, max_bytes: int) -> list[Message]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from relaymq.core.message import Message
@@ -27,6 +27,7 @@ class MemoryPartitionLog:
         self._first_offset = 0
         self._bytes = 0
         self._closed = False
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def first_offset(self) -> int:
@@ -52,7 +53,13 @@ class MemoryPartitionLog:
             # A copy, so a caller mutating its message later does not change the log.
             self._messages.append(copy.copy(message))
             self._bytes += message.size_bytes()
+        for listener in self._listeners:
+            listener()
         return first_offset
+
+    def watch_appends(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every append (its messages are readable at once)."""
+        self._listeners.append(listener)
 
     async def read(self, from_offset: int, max_messages: int, max_bytes: int) -> list[Message]:
         """Messages from ``from_offset`` (clamped up to ``first_offset``); at least one if any."""

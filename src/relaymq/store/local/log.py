@@ -21,7 +21,7 @@ import asyncio
 import bisect
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +109,7 @@ class LocalPartitionLog:
         self._closed = False
         self._first_timestamp: tuple[int, int | None] | None = None
         self._recent = RecentMessages()
+        self._listeners: list[Callable[[], None]] = []
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -181,6 +182,7 @@ class LocalPartitionLog:
         self._next_offset = end_offset
         if self._settings.fsync is FsyncPolicy.NEVER:
             self._publish(self._active, self._active.size_bytes, end_offset)
+            self._tell_listeners()
         else:
             generation = self._generation
             await self._committer.commit(self)
@@ -188,6 +190,18 @@ class LocalPartitionLog:
                 raise StorageFull("the disk is full; the append was rolled back")
         self._note_first_timestamp(first_offset, messages[0].timestamp_ms)
         return first_offset
+
+    def watch_appends(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever appended records became readable: from the
+        fsync pass's completion, before the appends it covered resume."""
+        self._listeners.append(listener)
+
+    def _tell_listeners(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:  # a listener's bug must not fail the pass's appends
+                logger.exception("a listener of partition %s failed", self.directory)
 
     def _note_first_timestamp(self, offset: int, timestamp_ms: int) -> None:
         """Fill the cached first timestamp when this append made an empty log non-empty."""
@@ -272,6 +286,7 @@ class LocalPartitionLog:
             # a later failed fsync would roll back records already confirmed.
             if job.mark.next_offset >= self._durable.mark.next_offset:
                 self._durable.segment, self._durable.mark = job.active, job.mark
+            self._tell_listeners()
             return None
         self._rollback(job)
         self._guard.forget()
