@@ -2,15 +2,14 @@
 
 Owns the app's metrics registry: a collector that reads ``broker.metrics()`` at
 scrape time (the broker keeps plain integer counters; nothing here runs per
-message), the fsync latency histogram built from the durations the broker
-hands over, an ASGI middleware timing HTTP requests by route template and
-status, the open-connections gauge that the HTTP, WebSocket and SSE adapters
-update, and the default process and Python collectors.
+message), the fsync latency histogram of the broker's bucket counts, an ASGI
+middleware timing HTTP requests by route template and status, the open-connections
+gauge that the HTTP, WebSocket and SSE adapters update, and the default process
+and Python collectors.
 """
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -37,15 +36,12 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relaymq.api.http.auth import AUTHORIZED
+from relaymq.broker.fsync_timings import FsyncTimings
 
 if TYPE_CHECKING:
     from relaymq.broker import Broker
     from relaymq.config import Settings
 
-FSYNC_BUCKETS_SECONDS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
-)  # fmt: skip
 HTTP_BUCKETS_SECONDS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
@@ -119,32 +115,19 @@ def open_connections(app: Any) -> OpenConnections:
     return state.open_connections
 
 
-class FsyncHistogram:
-    """A cumulative histogram of fsync durations, fed at scrape time."""
-
-    def __init__(self, buckets_seconds: tuple[float, ...] = FSYNC_BUCKETS_SECONDS) -> None:
-        self.bounds_seconds = buckets_seconds
-        self.counts = [0] * (len(buckets_seconds) + 1)  # the last one is +Inf
-        self.sum_seconds = 0.0
-
-    def observe_all(self, durations_seconds: list[float]) -> None:
-        """Count every duration in its bucket."""
-        for duration in durations_seconds:
-            self.counts[bisect.bisect_left(self.bounds_seconds, duration)] += 1
-            self.sum_seconds += duration
-
-    def family(self) -> HistogramMetricFamily:
-        """The histogram in Prometheus form (cumulative buckets)."""
-        buckets: list[tuple[str, float]] = []
-        running = 0
-        for bound, count in zip((*self.bounds_seconds, float("inf")), self.counts, strict=True):
-            running += count
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
-        family = HistogramMetricFamily(
-            "relaymq_fsync_duration_seconds", "Duration of the store's fsync calls."
-        )
-        family.add_metric([], buckets, self.sum_seconds)
-        return family
+def fsync_family(timings: FsyncTimings) -> HistogramMetricFamily:
+    """The broker's fsync pass timings in Prometheus form (cumulative buckets)."""
+    buckets: list[tuple[str, float]] = []
+    running = 0
+    bounds = (*timings.bounds_seconds, float("inf"))
+    for bound, count in zip(bounds, timings.counts, strict=True):
+        running += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    family = HistogramMetricFamily(
+        "relaymq_fsync_duration_seconds", "Duration of the store's fsync passes."
+    )
+    family.add_metric([], buckets, timings.sum_seconds)
+    return family
 
 
 class BrokerCollector(Collector):
@@ -153,15 +136,13 @@ class BrokerCollector(Collector):
     def __init__(self, broker: Broker, connections: OpenConnections) -> None:
         self.broker = broker
         self.connections = connections
-        self.fsync = FsyncHistogram()
 
     def collect(self) -> Iterator[Metric]:
         """Every RelayMQ metric family, built from one broker snapshot."""
         snapshot = self.broker.metrics()
-        self.fsync.observe_all(self.broker.take_fsync_samples())
         yield from stream_families(snapshot.streams)
         yield from subscription_families(snapshot.subscriptions)
-        yield self.fsync.family()
+        yield fsync_family(self.broker.fsync_timings)
         yield self.connection_family()
 
     def describe(self) -> list[Metric]:

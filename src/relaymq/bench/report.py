@@ -1,10 +1,11 @@
 """What a bench run prints: a live progress bar, then tables for people or JSON for machines.
 
 Owns :func:`build_report` (the one JSON document of a run: plan, machine,
-server, phases, latency, schedule lag, verification), :func:`print_report` (the same as rich
-tables) and :class:`LiveProgress`. The rule that makes the figures worth
-trusting lives here too: when a confirmed message was lost, no throughput
-figure is given (``throughput_withheld`` says why), whatever the clock said.
+server, phases, latency, schedule lag, the server's fsync passes, verification),
+:func:`print_report` (the same as rich tables) and :class:`LiveProgress`. The
+rule that makes the figures worth trusting lives here too: when a confirmed
+message was lost, no throughput figure is given (``throughput_withheld`` says
+why), whatever the clock said.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from relaymq.bench.verify import Verdict, verdict
 from relaymq.bench.workloads import Phase, RunState
 
 MEGABYTE = 1_000_000
+FSYNC_QUANTILES = ("p50_at_most_ms", "p99_at_most_ms", "p99_9_at_most_ms")
+FSYNC_SLOW_COUNTS = ("over_10ms", "over_100ms")
 
 
 def machine() -> dict[str, Any]:
@@ -98,6 +101,7 @@ def build_report(
         "phases": [phase_figures(phase, reason is not None) for phase in state.phases],
         "latency_ms": None if latency is None else latency.to_dict(),
         "schedule_lag_ms": None if schedule_lag is None else schedule_lag.to_dict(),
+        "fsync": state.fsync.figures(),
         "verification": {**accounting.to_dict(), "server_unacked": state.server_unacked},
         "throughput_withheld": reason,
     }
@@ -119,6 +123,9 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         console.print(latency_table(report["latency_ms"]))
     if report["schedule_lag_ms"] is not None:
         console.print(schedule_lag_table(report["schedule_lag_ms"]))
+    fsync = report.get("fsync")
+    if fsync is not None:
+        console.print(fsync_table(fsync) if fsync["passes"] else "server fsync passes: none")
     console.print(verification_table(report["verification"]))
     rss = server.get("peak_rss_bytes")
     if rss is not None:
@@ -170,6 +177,27 @@ def percentile_table(title: str, figures: dict[str, Any]) -> Table:
         table.add_column(name.removesuffix("_ms").replace("_", "."), justify="right")
     table.add_row(*(f"{figures[name]:.3f}" for name in names))
     return table
+
+
+def fsync_table(fsync: dict[str, Any]) -> Table:
+    """The server's fsync passes during the measured window (bucket upper bounds)."""
+    table = Table(title="server fsync passes during the run, ms (bucket upper bounds)")
+    columns = ("passes", "mean", "p50 <=", "p99 <=", "p99.9 <=", "> 10 ms", "> 100 ms")
+    for column in columns:
+        table.add_column(column, justify="right")
+    edges = [bucket["at_most_ms"] for bucket in fsync["buckets"] if bucket["at_most_ms"]]
+    table.add_row(
+        f"{fsync['passes']:,}",
+        f"{fsync['mean_ms']:.3f}",
+        *(bound_cell(fsync[name], max(edges, default=0)) for name in FSYNC_QUANTILES),
+        *("?" if fsync[name] is None else f"{fsync[name]:,}" for name in FSYNC_SLOW_COUNTS),
+    )
+    return table
+
+
+def bound_cell(bound_ms: float | None, last_edge_ms: float) -> str:
+    """A bucket's upper edge; ``None`` means past the last finite one (no bound)."""
+    return f"> {last_edge_ms:g}" if bound_ms is None else f"{bound_ms:g}"
 
 
 def verification_table(verification: dict[str, Any]) -> Table:

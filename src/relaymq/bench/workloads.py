@@ -16,6 +16,9 @@ Owns what each workload creates on the server, runs, and measures:
 A phase's clock starts once every connection is open and subscribed, and
 stops when its last message was confirmed (publish) or received (consume);
 consumer acks are then confirmed by a round trip before anything is checked.
+The server's fsync histogram is read just before the first phase's clock starts
+and again when each phase's clock stops (the last reading counts), never during
+a phase: see :mod:`relaymq.bench.fsync`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from relaymq import errors
+from relaymq.bench.fsync import FsyncProbe, FsyncWindow
 from relaymq.bench.histogram import LatencyRecorder
 from relaymq.bench.server_stats import ServerStats
 from relaymq.bench.transports import (
@@ -126,6 +130,7 @@ class RunState:
     stage: str = "starting"
     phases: list[Phase] = field(default_factory=list)
     server_unacked: int | None = None
+    fsync: FsyncWindow = field(default_factory=FsyncWindow)
 
     @property
     def received(self) -> int:
@@ -151,6 +156,7 @@ class Workload:
         self.stats = stats
         self.state = state
         self.name = f"bench-{state.run_id}"
+        self.fsync_probe = FsyncProbe(endpoint.url, endpoint.token)
 
     async def run(self, admin: AsyncClient) -> None:
         """Create the resources, run the phases, check the server, clean up."""
@@ -212,10 +218,12 @@ class Workload:
         """Publish everything with confirms, nobody consuming."""
         producers = await self.open_producers()
         self.state.stage = name
+        await self.open_fsync_window()
         start = await self.mark()
         try:
             await self.produce(producers, subject, start.wall_seconds)
             end = await self.mark()
+            await self.close_fsync_window()
         finally:
             await close_all(producers)
         self.record(name, self.state.publications.confirmed, start, end)
@@ -230,11 +238,13 @@ class Workload:
         """Drain what the producers left, acking every message."""
         consumers = await self.open_consumers(subscriptions, consumer_count)
         self.state.stage = name
+        await self.open_fsync_window()
         start = await self.mark()
         tasks = start_consumers(consumers, deliveries, self.state.latency)
         try:
             await self.wait_delivered(deliveries, producing=None, tasks=tasks)
             end = await self.mark()
+            await self.close_fsync_window()
         finally:
             await stop_consumers(consumers, tasks)
         self.record(name, sum(delivery.received for delivery in deliveries), start, end)
@@ -251,6 +261,7 @@ class Workload:
         consumers = await self.open_consumers(subscriptions, None)
         producers = await self.open_producers()
         self.state.stage = f"{publish_name} + {consume_name}"
+        await self.open_fsync_window()
         start = await self.mark()
         tasks = start_consumers(consumers, deliveries, self.state.latency)
         producing = asyncio.create_task(self.produce(producers, subject, start.wall_seconds))
@@ -261,6 +272,7 @@ class Workload:
             if published is None:
                 published = await self.mark()
             end = await self.mark()
+            await self.close_fsync_window()
         finally:
             await stop_consumers(consumers, tasks)
             if not producing.done():
@@ -349,6 +361,19 @@ class Workload:
         """Now, with the CPU seconds of both sides."""
         sample = await self.stats.sample()
         return Mark(time.perf_counter(), time.process_time(), sample.cpu_seconds)
+
+    async def open_fsync_window(self) -> None:
+        """Read the server's fsync histogram before the first phase (later phases: nothing)."""
+        window = self.state.fsync
+        if not window.opened:
+            window.opened = True
+            window.before = await self.fsync_probe.read()
+
+    async def close_fsync_window(self) -> None:
+        """Read it again as a phase ends (not at all when the first reading failed)."""
+        window = self.state.fsync
+        if window.before is not None:
+            window.after = await self.fsync_probe.read()
 
     def record(self, name: str, messages: int, start: Mark, end: Mark) -> None:
         """Keep a finished phase."""

@@ -13,11 +13,11 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 
 from relaymq.broker.catalog import STREAM_KIND, SUBSCRIPTION_KIND, Catalog
 from relaymq.broker.deadletters import ORIGIN_SUBSCRIPTION, dead_letter_message, redriven_message
+from relaymq.broker.fsync_timings import FsyncTimings
 from relaymq.broker.maintenance import Maintenance
 from relaymq.broker.metrics import BrokerMetrics, collect
 from relaymq.broker.models import (
@@ -74,8 +74,6 @@ logger = logging.getLogger("relaymq.broker")
 DEFAULT_NAMESPACE = "default"
 READ_BATCH_BYTES = 4 * 1024 * 1024
 REDRIVE_BATCH = 100
-# Bound on fsync durations kept between two metric scrapes.
-FSYNC_SAMPLES_KEPT = 10_000
 
 
 def wall_clock_ms() -> int:
@@ -103,7 +101,7 @@ class Broker:
         self._admin_lock = asyncio.Lock()
         self._nonces = random.SystemRandom()
         self._closed = False
-        self._fsync_seconds: deque[float] = deque(maxlen=FSYNC_SAMPLES_KEPT)
+        self.fsync_timings = FsyncTimings()
         self._maintenance = Maintenance(settings, metadata, self._all_streams, clock_ms)
 
     @classmethod
@@ -111,16 +109,16 @@ class Broker:
         cls, settings: BrokerSettings, clock_ms: Callable[[], int] = wall_clock_ms
     ) -> Broker:
         """Open the embedded store in ``settings.data_dir``, recover, and start the timers."""
-        fsync_samples: deque[float] = deque(maxlen=FSYNC_SAMPLES_KEPT)
+        fsync_timings = FsyncTimings()
         store = await LocalStore.open(
             settings.data_dir,
             fsync=settings.fsync,
             segment_bytes=settings.segment_bytes,
             min_free_bytes=settings.min_free_disk_bytes,
-            fsync_observer=fsync_samples.append,
+            fsync_observer=fsync_timings.observe,
         )
         broker = cls(settings, store, store, MemoryLogStore(), clock_ms)
-        broker._fsync_seconds = fsync_samples
+        broker.fsync_timings = fsync_timings
         try:
             await broker.start()
         except BaseException:
@@ -883,13 +881,6 @@ class Broker:
     def metrics(self) -> BrokerMetrics:
         """A snapshot of every stream and subscription counter."""
         return collect(self._all_streams(), self._clock_ms())
-
-    def take_fsync_samples(self) -> list[float]:
-        """The fsync durations (seconds) observed since the previous call. Meant for the
-        one metrics exporter that turns them into a histogram: each call empties the list."""
-        samples = list(self._fsync_seconds)
-        self._fsync_seconds.clear()
-        return samples
 
 
 def _fields(config: StreamConfig | SubscriptionConfig) -> dict[str, object]:
