@@ -4,7 +4,9 @@ Owns the connection's life and everything that must survive its loss:
 
 * one reader task (decodes server frames and hands them to their owner) and
   one writer task (sends queued frames; coalesces the ack-family receipts of
-  many messages into one frame per subscription and op; pings when idle);
+  many messages into one frame per subscription and op), plus a
+  :class:`Keepalive` timer that queues a ``ping`` when nothing was sent for a
+  while, so the server does not close the connection as idle;
 * publishes not yet confirmed, by ``seq``, with their encoded frames: after a
   reconnect they are sent again, byte for byte, so the message ids are the
   same and the server's dedup window makes the resend idempotent;
@@ -50,6 +52,7 @@ DEFAULT_LIMITS = {
     "max_fetch_messages": 1_000,
 }
 MAX_RECEIPTS_PER_FRAME = 1_000
+PING_FRAME = frames.encode_binary(frames.Ping())
 PERMANENT_ERRORS = (
     errors.NotFound,
     errors.Unauthenticated,
@@ -77,6 +80,40 @@ class PendingPublish:
     def __init__(self, data: bytes, waiter: PublishWaiter) -> None:
         self.data = data
         self.waiter = waiter
+
+
+class Keepalive:
+    """Queues a ``ping`` once nothing was sent for ``seconds``, with one timer per
+    connection instead of one per writer wake (an ``asyncio.timeout`` around each
+    wait costs a timer heap push and cancel per frame on the latency path): the
+    writer only stamps the time it last sent, and the timer re-arms itself for
+    the rest of the interval."""
+
+    __slots__ = ("last_sent", "loop", "ping", "seconds", "timer")
+
+    def __init__(self, seconds: float, ping: Callable[[], None]) -> None:
+        self.seconds = seconds
+        self.ping = ping
+        self.loop = asyncio.get_running_loop()
+        self.last_sent = self.loop.time()
+        self.timer = self.loop.call_later(seconds, self.check)
+
+    def sent(self) -> None:
+        """The writer sent frames just now."""
+        self.last_sent = self.loop.time()
+
+    def check(self) -> None:
+        """The timer: ping if the connection was silent long enough, then re-arm."""
+        now = self.loop.time()
+        if now - self.last_sent >= self.seconds:
+            self.ping()
+            self.last_sent = now  # the ping counts as sent: the next one is due a whole interval on
+        remaining = self.seconds - (now - self.last_sent)
+        self.timer = self.loop.call_later(max(remaining, 0.001), self.check)
+
+    def stop(self) -> None:
+        """Cancel the timer."""
+        self.timer.cancel()
 
 
 def websocket_url(base_url: str, namespace: str) -> str:
@@ -109,8 +146,9 @@ class Session:
         self._sequence = itertools.count(1)
         self._websocket: ClientConnection | None = None
         self._connected = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._writer_waiter: asyncio.Future[None] | None = None  # set while the writer idles
         self._outbox: collections.deque[bytes] = collections.deque()
+        self._before_write: list[Callable[[], None]] = []
         self._settles: dict[tuple[str, str, Any], list[str]] = {}
         self._publishes: dict[int, PendingPublish] = {}
         self._requests: dict[int, asyncio.Future[Any]] = {}
@@ -284,11 +322,12 @@ class Session:
         for seq in sorted(self._publishes):
             self._outbox.append(self._publishes[seq].data)
         self._connected.set()
-        self._wake.set()
+        self._wake_writer()
 
     def _fail_everything(self, error: errors.RelayError) -> None:
         """The session is over: fail every waiter with ``error``."""
         self._websocket = None
+        self._run_before_write()  # publishers seal their open batches: they fail at once
         pending, self._publishes = self._publishes, {}
         for publish in pending.values():
             publish.waiter.failed(error)
@@ -300,7 +339,6 @@ class Session:
         for subscription in list(self._subscriptions.values()):
             subscription.failed(error)
         self._connected.set()  # wake whoever waits for a connection: they will see the error
-        self._wake.set()
 
     async def wait_connected(self) -> None:
         """Wait until a connection is up (raise if the session is over)."""
@@ -319,25 +357,66 @@ class Session:
         if self.connected:
             self._flush_settles()  # receipts buffered before this frame go before it
             self._outbox.append(data)
-            self._wake.set()
+            self._wake_writer()
+
+    def before_write(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once, when the writer next wakes and before it sends (or
+        when the session ends). A publisher without linger seals its batch there: a
+        burst of publishes in one callback still shares a frame, and the batch needs
+        no loop iteration of its own before the writer's."""
+        self._before_write.append(callback)
+        self._wake_writer()
+
+    def _run_before_write(self) -> None:
+        """Run the callbacks :meth:`before_write` collected."""
+        if not self._before_write:
+            return
+        callbacks, self._before_write = self._before_write, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # a caller's bug must not end the connection
+                logger.exception("relaymq: error in a callback before a write")
+
+    def _wake_writer(self) -> None:
+        """Wake the writer if it idles (it looks at the outbox and the buffered
+        receipts itself, so a wake while it is busy needs no record)."""
+        waiter = self._writer_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _write_forever(self, websocket: ClientConnection) -> None:
-        """Send queued frames in order; ping when idle so the server keeps us."""
+        """Send queued frames in order, all of them per wake; a :class:`Keepalive`
+        pings when nothing was sent for a third of the server's idle timeout."""
         idle_seconds = max(self.limits["idle_timeout_ms"] / 3000, 0.5)
-        while True:
-            try:
-                async with asyncio.timeout(idle_seconds):
-                    await self._wake.wait()
-            except TimeoutError:
-                self._outbox.append(frames.encode_binary(frames.Ping()))
-            self._wake.clear()
-            self._flush_settles()
-            try:
-                while self._outbox:
-                    await websocket.send(self._outbox.popleft())
-            except (*TRANSPORT_ERRORS, ConnectionClosed) as exception:
-                logger.debug("relaymq: send failed: %r", exception)
-                return
+        keepalive = Keepalive(idle_seconds, self._queue_ping)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if not self._outbox and not self._settles and not self._before_write:
+                    waiter = self._writer_waiter = loop.create_future()
+                    try:
+                        await waiter
+                    finally:
+                        self._writer_waiter = None
+                self._run_before_write()
+                self._flush_settles()
+                try:
+                    while self._outbox:
+                        await websocket.send(self._outbox.popleft())
+                except (*TRANSPORT_ERRORS, ConnectionClosed) as exception:
+                    logger.debug("relaymq: send failed: %r", exception)
+                    return
+                keepalive.sent()
+        finally:
+            keepalive.stop()
+
+    def _queue_ping(self) -> None:
+        """The connection was silent: queue a ``ping`` (unless frames are queued
+        already, which the writer is about to send anyway)."""
+        if not self._outbox:
+            self._outbox.append(PING_FRAME)
+            self._wake_writer()
 
     def _flush_settles(self) -> None:
         """Turn the buffered receipts into frames, one per subscription and op."""
@@ -394,7 +473,7 @@ class Session:
         subscription.attached = future
         frame = subscription.subscribe_frame(seq, self.limits)
         self._outbox.append(frames.encode_binary(frame))
-        self._wake.set()
+        self._wake_writer()
 
     async def detach(self, subscription: Subscription) -> None:
         """Unsubscribe: the server redelivers what this subscription held unacked."""
@@ -413,7 +492,7 @@ class Session:
             self._settles[key] = [receipt]
         else:
             receipts.append(receipt)
-        self._wake.set()
+        self._wake_writer()
 
     async def settle_now(
         self, handle: str, op: str, receipts: list[str], option: Any

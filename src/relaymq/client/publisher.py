@@ -103,7 +103,11 @@ class Publisher:
         self._ids = MessageIds()
         self._batch = Batch(self)
         self._batch_limit = max_batch_messages  # capped by the server's limit at each batch
-        self._timer: asyncio.Handle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the linger, when linger_ms > 0
+        self._seal_requested = False  # linger_ms == 0: the session's writer seals the batch
+        # Bound on the first publish: asyncio.get_running_loop() is a getpid() syscall
+        # on Python 3.11, once per message otherwise.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._room = asyncio.Event()
         self._room.set()
         self._idle = asyncio.Event()
@@ -146,7 +150,10 @@ class Publisher:
 
     def _add(self, message: frames.BinaryMessage) -> PublishFuture:
         """Add to the open batch; send it when full, else make sure it lingers."""
-        future: PublishFuture = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        future: PublishFuture = loop.create_future()
         batch = self._batch
         if not batch.messages:  # a new batch: the server's limit is known by now
             self._batch_limit = min(
@@ -158,13 +165,16 @@ class Publisher:
         self.unconfirmed += 1
         if len(batch.messages) >= self._batch_limit or batch.size_bytes >= self.max_batch_bytes:
             self.send_batch()
+        elif self.linger_ms == 0:
+            if not self._seal_requested:
+                # Sealed when the writer wakes, after the current callback: a burst of
+                # publishes shares a frame, and a lone one costs no extra loop iteration.
+                self._seal_requested = True
+                self._idle.clear()
+                self.session.before_write(self.send_batch)
         elif self._timer is None:
             self._idle.clear()
-            loop = asyncio.get_running_loop()
-            if self.linger_ms > 0:
-                self._timer = loop.call_later(self.linger_ms / 1000, self.send_batch)
-            else:  # still after the current callback: a burst of publishes shares a frame
-                self._timer = loop.call_soon(self.send_batch)
+            self._timer = loop.call_later(self.linger_ms / 1000, self.send_batch)
         return future
 
     def send_batch(self) -> None:
@@ -172,6 +182,7 @@ class Publisher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._seal_requested = False
         batch = self._batch
         if not batch.messages:
             return

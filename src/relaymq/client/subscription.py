@@ -53,6 +53,9 @@ class Subscription(AsyncIterator[Message]):
         self.failed_receipts = 0
         self._buffer: collections.deque[Message] = collections.deque()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Bound on the first wait: asyncio.get_running_loop() is a getpid() syscall on
+        # Python 3.11, once per message otherwise.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._interrupted = False
         self._opened = False
         self._error: errors.RelayError | None = None
@@ -90,11 +93,16 @@ class Subscription(AsyncIterator[Message]):
                 raise self._error
             if self._closed or self._interrupted:
                 return None
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = self._loop.create_future()
             self._waiters.append(waiter)
             try:
-                async with asyncio.timeout(timeout_seconds):
+                if timeout_seconds is None:  # no timer to arm and cancel per message
                     await waiter
+                else:
+                    async with asyncio.timeout(timeout_seconds):
+                        await waiter
             except TimeoutError:
                 return self._buffer.popleft() if self._buffer else None
             finally:
