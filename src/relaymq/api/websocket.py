@@ -39,6 +39,7 @@ from relaymq.api.http.errors import error_response
 from relaymq.api.metrics import OpenConnections, open_connections
 from relaymq.auth.policy import Action, can_see, enforce
 from relaymq.auth.principal import Principal, Resource, ResourceKind
+from relaymq.core.tasks import start_task
 from relaymq.protocol import frames
 
 if TYPE_CHECKING:
@@ -542,7 +543,7 @@ class Connection:
         messages = frame.broker_messages()
         share = self.window.clamp(len(messages), size_bytes)
         await self.window.acquire(*share)
-        task = asyncio.create_task(self.publish_and_confirm(frame, messages, encoding, share))
+        task = start_task(self.publish_and_confirm(frame, messages, encoding, share))
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 

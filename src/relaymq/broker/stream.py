@@ -30,6 +30,7 @@ from relaymq.broker.signals import ChangeSignal
 from relaymq.core.message import Message
 from relaymq.core.partitioning import Partitioner
 from relaymq.core.subjects import subject_matches
+from relaymq.core.tasks import start_task
 from relaymq.errors import (
     HeadersTooLarge,
     InvalidConfig,
@@ -193,7 +194,7 @@ class StreamHandle:
             # Once written, records may become durable even if the caller goes away (a
             # closed connection, a shutdown): the write runs to its end on its own, and
             # its ids are remembered and its waiters told however the caller fares.
-            work = asyncio.ensure_future(self._append_batches(batches, results, now_ms))
+            work = start_task(self._append_batches(batches, results, now_ms))
             work.add_done_callback(lambda done: self._release_ids(owned, claim, _failure(done)))
             await asyncio.shield(work)
         else:
