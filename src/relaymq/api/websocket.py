@@ -39,7 +39,7 @@ from relaymq.api.http.errors import error_response
 from relaymq.api.metrics import OpenConnections, open_connections
 from relaymq.auth.policy import Action, can_see, enforce
 from relaymq.auth.principal import Principal, Resource, ResourceKind
-from relaymq.core.tasks import start_task
+from relaymq.broker.tasks import start_task
 from relaymq.protocol import frames
 
 if TYPE_CHECKING:

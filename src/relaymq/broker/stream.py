@@ -27,10 +27,10 @@ from relaymq.broker.models import (
 )
 from relaymq.broker.settings import BrokerSettings
 from relaymq.broker.signals import ChangeSignal
+from relaymq.broker.tasks import start_task
 from relaymq.core.message import Message
 from relaymq.core.partitioning import Partitioner
 from relaymq.core.subjects import subject_matches
-from relaymq.core.tasks import start_task
 from relaymq.errors import (
     HeadersTooLarge,
     InvalidConfig,

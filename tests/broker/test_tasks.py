@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from relaymq.core.tasks import EAGER_TASKS, start_task
+from relaymq.broker.tasks import EAGER_TASKS, start_task
 
 
 async def test_the_first_step_runs_inside_the_call_where_python_can() -> None:
