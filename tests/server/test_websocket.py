@@ -205,6 +205,23 @@ async def test_credit_is_the_most_unacked_messages(client: Client, api: Api) -> 
     assert await client.quiet(0.5) == [{"op": "result", "seq": 2, "sub": "s1"}]
 
 
+async def test_an_expired_lease_frees_its_credit(client: Client, api: Api) -> None:
+    create_stream(api, "orders")
+    create_subscription(api, "work", "orders", ack_timeout_ms=1_000)
+    await client.publish(1, "orders.a", "first")
+    await client.send({"op": "subscribe", "sub": "s1", "subscription": "work", "credit": 1})
+    [first] = await client.messages("s1", 1)
+    extend = {"op": "extend", "seq": 2, "sub": "s1", "receipts": [first["receipt"]]}
+    await client.send({**extend, "extend_ms": 60_000})
+    assert (await client.next("result"))["results"][0]["ok"] is True
+    await client.publish(3, "orders.a", "second")
+    assert await client.quiet(2.5) == []  # the one unit of credit is still taken
+    await client.send({**extend, "seq": 4, "extend_ms": 500})  # shorter than the lease left
+    assert (await client.next("result"))["results"][0]["ok"] is True
+    redelivered = await client.messages("s1", 1)  # the lease ran out: the credit came back
+    assert redelivered[0]["payload"] in {"first", "second"}
+
+
 async def test_credit_above_the_limit_is_refused(client: Client, api: Api) -> None:
     create_stream(api, "orders")
     create_subscription(api, "work", "orders")

@@ -220,6 +220,9 @@ class Subscriber:
         self.batch_messages = frame.batch or DEFAULT_BATCH_MESSAGES
         self.encoding = encoding
         self.in_flight: dict[str, int] = {}  # receipt -> lease deadline (ms since epoch)
+        # No lease in flight runs out before this (ms since epoch): until then the scan
+        # of every lease (thousands with a large credit) is skipped on each push.
+        self.first_deadline_ms: int | None = None
         self.changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.stopped = False
@@ -241,11 +244,24 @@ class Subscriber:
 
     def room(self) -> int:
         """How many more messages may be delivered now."""
-        current_ms = now_ms()
-        expired = [receipt for receipt, deadline in self.in_flight.items() if deadline < current_ms]
-        for receipt in expired:
-            del self.in_flight[receipt]
+        first_deadline_ms = self.first_deadline_ms
+        if first_deadline_ms is not None and first_deadline_ms < now_ms():
+            self.expire_leases()
         return self.credit - len(self.in_flight)
+
+    def expire_leases(self) -> None:
+        """Forget the leases that ran out (the broker redelivers them)."""
+        current_ms = now_ms()
+        in_flight = self.in_flight
+        expired = [receipt for receipt, deadline in in_flight.items() if deadline < current_ms]
+        for receipt in expired:
+            del in_flight[receipt]
+        self.first_deadline_ms = min(in_flight.values(), default=None)
+
+    def note_deadline(self, deadline_ms: int) -> None:
+        """A lease in flight now runs out at ``deadline_ms``."""
+        if self.first_deadline_ms is None or deadline_ms < self.first_deadline_ms:
+            self.first_deadline_ms = deadline_ms
 
     def add_credit(self, credit: int) -> None:
         """Raise the credit by ``credit`` and wake the push loop."""
@@ -258,6 +274,7 @@ class Subscriber:
             for outcome in outcomes:
                 if outcome.deadline_ms is not None and outcome.receipt in self.in_flight:
                     self.in_flight[outcome.receipt] = outcome.deadline_ms
+                    self.note_deadline(outcome.deadline_ms)  # an extension may shorten it
             return
         for receipt in frame.receipts:
             self.in_flight.pop(receipt, None)
@@ -289,6 +306,7 @@ class Subscriber:
         if deliveries:
             for delivery in deliveries:
                 self.in_flight[delivery.receipt] = delivery.deadline_ms
+            self.note_deadline(min(delivery.deadline_ms for delivery in deliveries))
             frame = frames.deliver_frame(self.handle, deliveries, self.encoding)
             await self.connection.outbox.put(frame, self.encoding)
         elif time.monotonic() - started_seconds < self.connection.fetch_wait_ms / 2000:
