@@ -36,3 +36,16 @@ async def test_a_cancel_racing_a_notify_still_cancels() -> None:
     waiter.cancel()  # ... and the cancel arrives before it runs again
     with pytest.raises(asyncio.CancelledError):
         await waiter
+
+
+async def test_a_notify_before_the_wait_is_kept_for_a_reader_that_took_the_version() -> None:
+    signal = ChangeSignal()
+    loop = asyncio.get_running_loop()
+    version = signal.version
+    signal.notify()  # lands while the reader is busy elsewhere, not yet waiting
+    started = loop.time()
+    await signal.wait(10, since=version)
+    assert loop.time() - started < 1
+    started = loop.time()
+    await signal.wait(0.05, since=signal.version)  # nothing new: waits out the timeout
+    assert loop.time() - started >= 0.04

@@ -42,14 +42,33 @@ def reading(per_bucket: list[int], sum_seconds: float = 0.0) -> FsyncReading:
     return FsyncReading(BOUNDS_SECONDS, tuple(cumulative), sum_seconds)
 
 
+def phases(*readings: tuple[FsyncReading | None, FsyncReading | None]) -> FsyncWindow:
+    """A window over phases with these (start, end) readings."""
+    window = FsyncWindow()
+    for start, end in readings:
+        window.start(start)
+        window.stop(end)
+    return window
+
+
 def window(before: list[int], after: list[int], sums: tuple[float, float] = (0, 0)) -> dict:
     """The figures of the passes between two hand-made readings."""
-    figures = FsyncWindow(True, reading(before, sums[0]), reading(after, sums[1])).figures()
+    figures = phases((reading(before, sums[0]), reading(after, sums[1]))).figures()
     assert figures is not None
     return figures
 
 
 # -- the bucket arithmetic --------------------------------------------------------------------
+
+
+def test_two_phases_add_up_and_what_came_between_them_is_left_out() -> None:
+    first = (reading([0, 0, 0, 0], 0.0), reading([10, 0, 0, 0], 0.01))
+    second = (reading([50, 3, 0, 0], 0.2), reading([60, 3, 1, 0], 0.4))  # 40 + 3 between
+    figures = phases(first, second).figures()
+    assert figures is not None
+    assert figures["passes"] == 21
+    assert math.isclose(figures["mean_ms"], (0.01 + 0.2) / 21 * 1000, rel_tol=1e-6)
+    assert phases(first, (None, reading([60, 3, 1, 0]))).figures() is None
 
 
 def test_quantiles_are_the_upper_edges_of_the_difference() -> None:
@@ -92,12 +111,12 @@ def test_a_quantile_on_a_bucket_boundary_is_exact() -> None:
 
 
 def test_a_restarted_server_or_other_buckets_give_no_figures() -> None:
-    restarted = FsyncWindow(True, reading([10, 5, 0, 0]), reading([2, 0, 0, 0]))
+    restarted = phases((reading([10, 5, 0, 0]), reading([2, 0, 0, 0])))
     assert restarted.figures() is None
     other = FsyncReading((0.002, 0.01, 0.1), (0, 0, 0, 0), 0.0)
-    assert FsyncWindow(True, reading([0, 0, 0, 0]), other).figures() is None
-    assert FsyncWindow(True, None, reading([1, 0, 0, 0])).figures() is None
-    assert FsyncWindow(True, reading([1, 0, 0, 0]), None).figures() is None
+    assert phases((reading([0, 0, 0, 0]), other)).figures() is None
+    assert phases((None, reading([1, 0, 0, 0]))).figures() is None
+    assert phases((reading([1, 0, 0, 0]), None)).figures() is None
 
 
 def test_without_a_10_ms_edge_the_slow_count_is_unknown() -> None:
@@ -136,7 +155,7 @@ def test_the_servers_exposition_reads_back_into_its_buckets() -> None:
     after = parse_fsync_histogram(exposition(durations))
     assert before is not None and after is not None
     assert after.bounds_seconds == FSYNC_BUCKETS_SECONDS
-    figures = FsyncWindow(True, before, after).figures()
+    figures = phases((before, after)).figures()
     assert figures is not None
     assert figures["passes"] == 100
     assert math.isclose(figures["mean_ms"], sum(durations) / 100 * 1000, rel_tol=1e-3)

@@ -131,25 +131,18 @@ async def test_append_listeners_hear_of_readable_messages_before_the_append_retu
 ) -> None:
     await store.open()
     log = await open_log(store)
-    seen: list[tuple[int, int]] = []  # (next_offset, what read returned) at each call
-    pending: list[asyncio.Task[None]] = []
-
-    def listener() -> None:
-        seen.append((log.next_offset, -1))
-        pending.append(asyncio.ensure_future(record_read(log.next_offset)))
-
-    async def record_read(expected_end: int) -> None:
-        stored = await read_all(log)
-        seen.append((expected_end, len(stored)))
-
-    log.watch_appends(listener)
-    await log.append(make_batch(0, 3))
-    assert seen[:1] == [(3, -1)]  # called before append returned, with the messages readable
-    await log.append(make_batch(3, 2))
-    await asyncio.gather(*pending)
-    assert (5, -1) in seen
-    assert all(count >= end for end, count in seen if count >= 0)
-    assert log.next_offset == 5
+    heard: list[tuple[int, bool]] = []  # (readable end, whether the append had returned)
+    appending: list[asyncio.Task[int]] = []
+    unwatch = log.watch_appends(lambda: heard.append((log.next_offset, appending[-1].done())))
+    for first in (0, 3):
+        appending.append(asyncio.ensure_future(log.append(make_batch(first, 3))))
+        await appending[-1]
+    assert heard[0] == (3, False)
+    assert heard[-1] == (6, False)
+    assert len(await read_all(log)) == 6
+    unwatch()
+    await log.append(make_batch(6, 1))
+    assert heard[-1][0] == 6  # no call once unwatched
 
 
 async def test_concurrent_appends_keep_call_order_and_unique_offsets(store: StoreHarness) -> None:

@@ -2,13 +2,13 @@
 
 Owns reading the server's ``relaymq_fsync_duration_seconds`` histogram (``GET
 /metrics`` with the bench's token, prometheus-client's text parser) into an
-:class:`FsyncReading`, and :class:`FsyncWindow`: the reading taken just before
-the first phase's clock starts, the one taken when the last phase's clock
-stopped, and their difference summarized (:func:`summarize`) as the figures the
-report prints. ``None`` (JSON ``null``) means unknown: ``/metrics`` unreadable or
-refused, a server without the metric, a restarted server. A server that made no
-fsync pass in the window (``--fsync never``, or nothing written) reports
-``passes`` 0, a measurement, not an unknown.
+:class:`FsyncReading`, and :class:`FsyncWindow`: readings taken just before each
+phase's clock starts and just after it stops, the passes in between added up
+and summarized (:func:`summarize`) as the figures the report prints. ``None``
+(JSON ``null``) means unknown: ``/metrics`` unreadable or refused, a server
+without the metric, a restarted server. A server that made no fsync pass in the
+window (``--fsync never``, or nothing written) reports ``passes`` 0, a
+measurement, not an unknown.
 
 What the server counts: one observation per group-commit fsync pass, from the
 pass's start until the event loop processed its completion. A slow disk shows
@@ -16,8 +16,7 @@ here; so does a busy event loop, a little (the hand-back waits for it).
 
 Why only at phase boundaries, never during a phase: a scrape costs the server a
 few milliseconds of event-loop time, which would itself show up in a latency
-run's tail. (A workload of two phases is also read between them, outside both
-clocks.)
+run's tail.
 
 Why the quantiles are upper bounds: the histogram only says how many passes fell
 in each bucket (0.1 ms ... 10 s, then +Inf), so "p99 at most 25 ms" is all it
@@ -71,13 +70,17 @@ class FsyncReading:
             self.bounds_seconds, cumulative, max(self.sum_seconds - earlier.sum_seconds, 0.0)
         )
 
+    def plus(self, other: FsyncReading) -> FsyncReading:
+        """Both windows' passes together (same buckets: one server's readings)."""
+        cumulative = tuple(a + b for a, b in zip(self.cumulative, other.cumulative, strict=True))
+        return FsyncReading(self.bounds_seconds, cumulative, self.sum_seconds + other.sum_seconds)
+
 
 @dataclass(frozen=True)
 class FsyncSummary:
     """The passes of a window: how many, their mean, bucket-bounded quantiles in
     milliseconds (``None``: no passes, or above the last finite bucket), the slow
-    ones, the passes per bucket (``at_most_ms`` ``None``: the +Inf bucket), and
-    whether the server may have dropped some (see the module's docstring)."""
+    ones, and the passes per bucket (``at_most_ms`` ``None``: the +Inf bucket)."""
 
     passes: int
     mean_ms: float | None
@@ -116,19 +119,33 @@ class FsyncProbe:
 
 @dataclass
 class FsyncWindow:
-    """The readings around a run's measured window: ``before`` the first phase
-    starts, ``after`` the last one ends (``opened``: ``before`` was attempted)."""
+    """The passes inside the phases' clocks: the readings at each phase's start
+    and end, their differences added up (passes between two phases, while
+    connections open or acks are confirmed, are not counted). One reading that
+    failed or did not line up makes the whole window unknown."""
 
-    opened: bool = False
-    before: FsyncReading | None = None
-    after: FsyncReading | None = None
+    total: FsyncReading | None = None
+    started: FsyncReading | None = None
+    unknown: bool = False
+
+    def start(self, reading: FsyncReading | None) -> None:
+        """A phase's clock starts (``reading``: the histogram just before)."""
+        self.started = reading
+        self.unknown = self.unknown or reading is None
+
+    def stop(self, reading: FsyncReading | None) -> None:
+        """A phase's clock stopped (``reading``: the histogram just after)."""
+        passes = None if reading is None or self.started is None else reading.since(self.started)
+        if passes is None:
+            self.unknown = True
+            return
+        self.total = passes if self.total is None else self.total.plus(passes)
 
     def figures(self) -> dict[str, Any] | None:
         """The window's passes as JSON-able figures, ``None`` when unknown."""
-        if self.before is None or self.after is None:
+        if self.unknown or self.total is None:
             return None
-        window = self.after.since(self.before)
-        return None if window is None else summarize(window).to_dict()
+        return summarize(self.total).to_dict()
 
 
 def parse_fsync_histogram(text: str) -> FsyncReading | None:

@@ -16,9 +16,8 @@ Owns what each workload creates on the server, runs, and measures:
 A phase's clock starts once every connection is open and subscribed, and
 stops when its last message was confirmed (publish) or received (consume);
 consumer acks are then confirmed by a round trip before anything is checked.
-The server's fsync histogram is read just before the first phase's clock starts
-and again when each phase's clock stops (the last reading counts), never during
-a phase: see :mod:`relaymq.bench.fsync`.
+The server's fsync histogram is read just before each phase's clock starts and
+just after it stops, never during a phase: see :mod:`relaymq.bench.fsync`.
 """
 
 from __future__ import annotations
@@ -363,17 +362,16 @@ class Workload:
         return Mark(time.perf_counter(), time.process_time(), sample.cpu_seconds)
 
     async def open_fsync_window(self) -> None:
-        """Read the server's fsync histogram before the first phase (later phases: nothing)."""
+        """Read the server's fsync histogram as a phase is about to start."""
         window = self.state.fsync
-        if not window.opened:
-            window.opened = True
-            window.before = await self.fsync_probe.read()
+        if not window.unknown:
+            window.start(await self.fsync_probe.read())
 
     async def close_fsync_window(self) -> None:
-        """Read it again as a phase ends (not at all when the first reading failed)."""
+        """Read it again as the phase ended (not once a reading failed)."""
         window = self.state.fsync
-        if window.before is not None:
-            window.after = await self.fsync_probe.read()
+        if not window.unknown:
+            window.stop(await self.fsync_probe.read())
 
     def record(self, name: str, messages: int, start: Mark, end: Mark) -> None:
         """Keep a finished phase."""

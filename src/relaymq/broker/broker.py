@@ -255,7 +255,11 @@ class Broker:
                 )
             space.check_no_overlap(config.subjects)
             stream = await self._open_stream(namespace, config, self._clock_ms())
-            await self._catalog.save(STREAM_KIND, namespace, config, stream.created_ms)
+            try:
+                await self._catalog.save(STREAM_KIND, namespace, config, stream.created_ms)
+            except BaseException:
+                stream.detach()
+                raise
             space.streams[config.name] = stream
             space.add_routes(stream)
             return stream.info()
@@ -289,6 +293,7 @@ class Broker:
             await self._catalog.delete(STREAM_KIND, namespace, name)
             space.remove_routes(stream)
             del space.streams[name]
+            stream.detach()
             for log in stream.logs:
                 await log.close()
             await self._logs[stream.config.storage].delete_stream(namespace, name)

@@ -12,20 +12,28 @@ import asyncio
 
 
 class ChangeSignal:
-    """A broadcast wake-up: :meth:`notify` wakes every task currently in :meth:`wait`."""
+    """A broadcast wake-up: :meth:`notify` wakes every task currently in :meth:`wait`.
 
-    __slots__ = ("_waiters",)
+    :attr:`version` counts the notifications. A reader that looks for work across
+    suspension points (a file read, a lock) takes the version before it looks and
+    passes it to :meth:`wait`, which then returns at once if a notification came
+    in between: one that landed while the reader was not yet waiting is not lost.
+    """
+
+    __slots__ = ("_waiters", "version")
 
     def __init__(self) -> None:
         self._waiters: dict[asyncio.Future[None], None] = {}
+        self.version = 0
 
-    async def wait(self, timeout_seconds: float) -> None:
-        """Return at the next :meth:`notify`, or after ``timeout_seconds``.
+    async def wait(self, timeout_seconds: float, since: int | None = None) -> None:
+        """Return at the next :meth:`notify`, or after ``timeout_seconds``; at once
+        if ``since`` is given and a notification came after that :attr:`version`.
 
         A cancellation of the waiting task always propagates, even when it races
         with a notification.
         """
-        if timeout_seconds <= 0:
+        if timeout_seconds <= 0 or (since is not None and since != self.version):
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
@@ -43,6 +51,7 @@ class ChangeSignal:
 
     def notify(self) -> None:
         """Wake every waiting task."""
+        self.version += 1
         if not self._waiters:
             return
         waiters, self._waiters = self._waiters, {}

@@ -93,8 +93,7 @@ class StreamHandle:
         self._max_payload_bytes = min(
             settings.max_payload_bytes, config.max_message_bytes or settings.max_payload_bytes
         )
-        for log in logs:
-            log.watch_appends(self._appended)
+        self._unwatch = [log.watch_appends(self._appended) for log in logs]
 
     @property
     def name(self) -> str:
@@ -161,6 +160,12 @@ class StreamHandle:
                 stream=self.name,
                 path=error.name,
             ) from None
+
+    def detach(self) -> None:
+        """Stop hearing from the logs (the handle is being dropped)."""
+        for unwatch in self._unwatch:
+            unwatch()
+        self._unwatch = []
 
     def _appended(self) -> None:
         """New messages are readable: wake the stream's and the subscriptions' readers

@@ -178,6 +178,7 @@ class SubscriptionHandle:
                 if self._closed_reason is not None:
                     raise self._closed_reason
                 return []
+            version = self.signal.version  # a notification during the fill is kept
             await self.fill(max_messages)
             now_ms = clock_ms()
             # A dead letter that could not be stored is retried and reported by maintenance.
@@ -193,7 +194,7 @@ class SubscriptionHandle:
             next_wakeup_ms = dispatcher.next_wakeup_ms()
             if next_wakeup_ms is not None:
                 wake_ms = min(wake_ms, max(next_wakeup_ms, now_ms + 1))
-            await self.signal.wait((wake_ms - now_ms) / 1000)
+            await self.signal.wait((wake_ms - now_ms) / 1000, since=version)
             dispatcher.register(consumer_id, clock_ms(), max_in_flight)
 
     def _count_deliveries(self, deliveries: list[Delivery]) -> None:

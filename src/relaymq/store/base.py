@@ -7,17 +7,24 @@ Two roles, kept apart so a backend can play either or both:
 * :class:`MetadataStore` keeps small JSON documents (stream and subscription
   definitions) and cursor checkpoints (opaque bytes).
 
+:class:`AppendListeners` is the one implementation of
+:meth:`PartitionLog.watch_appends` every log shares.
+
 Every implementation passes the conformance suite in ``tests/store``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from relaymq.core.message import Message
+
+logger = logging.getLogger("relaymq.store")
 
 
 class FsyncPolicy(enum.StrEnum):
@@ -79,10 +86,11 @@ class PartitionLog(Protocol):
         """
         ...
 
-    def watch_appends(self, listener: Callable[[], None]) -> None:
+    def watch_appends(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` (on the event loop) whenever appended messages became
         readable, before the appends that wrote them return: a reader woken by it
-        is one event-loop step ahead of one woken by ``append``'s caller."""
+        is one event-loop step ahead of one woken by ``append``'s caller. Returns
+        the function that stops the calls."""
         ...
 
     async def read(self, from_offset: int, max_messages: int, max_bytes: int) -> list[Message]:
@@ -162,3 +170,27 @@ class MetadataStore(Protocol):
     async def close(self) -> None:
         """Flush and close."""
         ...
+
+
+class AppendListeners:
+    """The listeners of one log's :meth:`PartitionLog.watch_appends`."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[], None]] = []
+
+    def add(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Start calling ``listener``; returns the function that stops it."""
+        self._listeners.append(listener)
+        return lambda: self._remove(listener)
+
+    def _remove(self, listener: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def tell(self) -> None:
+        """Call every listener: appended messages became readable."""
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:  # a listener's bug must not fail the appends
+                logger.exception("an append listener failed")

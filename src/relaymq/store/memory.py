@@ -15,7 +15,7 @@ from typing import Any
 
 from relaymq.core.message import Message
 from relaymq.errors import InvalidArgument, StoreClosed
-from relaymq.store.base import PartitionStats, RetentionLimits
+from relaymq.store.base import AppendListeners, PartitionStats, RetentionLimits
 
 
 class MemoryPartitionLog:
@@ -27,7 +27,7 @@ class MemoryPartitionLog:
         self._first_offset = 0
         self._bytes = 0
         self._closed = False
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners = AppendListeners()
 
     @property
     def first_offset(self) -> int:
@@ -53,13 +53,12 @@ class MemoryPartitionLog:
             # A copy, so a caller mutating its message later does not change the log.
             self._messages.append(copy.copy(message))
             self._bytes += message.size_bytes()
-        for listener in self._listeners:
-            listener()
+        self._listeners.tell()
         return first_offset
 
-    def watch_appends(self, listener: Callable[[], None]) -> None:
+    def watch_appends(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` after every append (its messages are readable at once)."""
-        self._listeners.append(listener)
+        return self._listeners.add(listener)
 
     async def read(self, from_offset: int, max_messages: int, max_bytes: int) -> list[Message]:
         """Messages from ``from_offset`` (clamped up to ``first_offset``); at least one if any."""

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from relaymq.core.message import Message
 from relaymq.errors import CorruptRecord, StorageFull, StoreClosed
-from relaymq.store.base import FsyncPolicy, PartitionStats, RetentionLimits
+from relaymq.store.base import AppendListeners, FsyncPolicy, PartitionStats, RetentionLimits
 from relaymq.store.local import record
 from relaymq.store.local.commit import GroupCommitter
 from relaymq.store.local.recent import RecentMessages
@@ -109,7 +109,7 @@ class LocalPartitionLog:
         self._closed = False
         self._first_timestamp: tuple[int, int | None] | None = None
         self._recent = RecentMessages()
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners = AppendListeners()
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -182,7 +182,7 @@ class LocalPartitionLog:
         self._next_offset = end_offset
         if self._settings.fsync is FsyncPolicy.NEVER:
             self._publish(self._active, self._active.size_bytes, end_offset)
-            self._tell_listeners()
+            self._listeners.tell()
         else:
             generation = self._generation
             await self._committer.commit(self)
@@ -191,17 +191,10 @@ class LocalPartitionLog:
         self._note_first_timestamp(first_offset, messages[0].timestamp_ms)
         return first_offset
 
-    def watch_appends(self, listener: Callable[[], None]) -> None:
+    def watch_appends(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` whenever appended records became readable: from the
         fsync pass's completion, before the appends it covered resume."""
-        self._listeners.append(listener)
-
-    def _tell_listeners(self) -> None:
-        for listener in self._listeners:
-            try:
-                listener()
-            except Exception:  # a listener's bug must not fail the pass's appends
-                logger.exception("a listener of partition %s failed", self.directory)
+        return self._listeners.add(listener)
 
     def _note_first_timestamp(self, offset: int, timestamp_ms: int) -> None:
         """Fill the cached first timestamp when this append made an empty log non-empty."""
@@ -286,7 +279,7 @@ class LocalPartitionLog:
             # a later failed fsync would roll back records already confirmed.
             if job.mark.next_offset >= self._durable.mark.next_offset:
                 self._durable.segment, self._durable.mark = job.active, job.mark
-            self._tell_listeners()
+            self._listeners.tell()
             return None
         self._rollback(job)
         self._guard.forget()

@@ -27,7 +27,8 @@ class RecentMessages:
 
     Messages live in a list from index ``_head`` on: a read indexes straight to
     its start offset (a deque would walk the window on every read), and evicted
-    entries are dropped in bulk once they make up half the list."""
+    entries are dropped in bulk once they make up half the list, so the list may
+    hold up to twice the window's messages and bytes until then."""
 
     def __init__(self, max_messages: int = RECENT_MESSAGES, max_bytes: int = RECENT_BYTES) -> None:
         self.max_messages = max_messages
@@ -80,12 +81,13 @@ class RecentMessages:
         """Messages from ``start`` (which must be held) up to ``end``, within the limits
         (``max_bytes`` of records), at least one: the contract of a segment read."""
         held, sizes = self._messages, self._sizes
+        assert start >= held[self._head].offset, "read below the window"
         first = self._head + start - held[self._head].offset
         stop = min(len(held), first + max_messages, first + max(end - start, 0))
         found = held[first:stop]
         used_bytes = 0
-        for count, size in enumerate(sizes[first:stop]):
+        for index, size in enumerate(sizes[first:stop]):
             used_bytes += size
-            if count and used_bytes > max_bytes:
-                return found[:count]
+            if index and used_bytes > max_bytes:
+                return found[:index]
         return found
