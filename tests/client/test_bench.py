@@ -15,6 +15,8 @@ import pytest
 from relaymq.bench.histogram import LatencyRecorder
 from relaymq.bench.payload import decode_payload, encode_payload
 from relaymq.bench.report import build_report
+from relaymq.bench.runner import progress_interval_seconds, tick_forever
+from relaymq.bench.server_stats import ServerSample
 from relaymq.bench.transports import Pacer, ProducerPlan, Tuning, WebSocketProducer, next_batch
 from relaymq.bench.verify import Deliveries, Publications, verdict
 from relaymq.bench.workloads import BenchPlan, Mark, Phase, RunState
@@ -238,3 +240,27 @@ async def test_a_websocket_payload_carries_the_send_time_and_a_stall_shows_as_la
         assert handed_ns - sent_ns < 2_000_000
     # The messages due during the stall left late: the pacer's lag shows it.
     assert max(lag.values_us) >= STALL_SECONDS * 1e6 - 5_000
+
+
+def test_a_paced_run_redraws_and_samples_once_a_second() -> None:
+    assert progress_interval_seconds(BenchPlan("latency", rate_per_second=2_000)) == 1.0
+    assert progress_interval_seconds(BenchPlan("queue")) == 0.25
+
+
+async def test_the_ticker_samples_the_server_at_its_interval() -> None:
+    class CountingStats:
+        peak_rss_bytes = None
+
+        def __init__(self) -> None:
+            self.samples = 0
+
+        async def sample(self) -> ServerSample:
+            self.samples += 1
+            return ServerSample(None, None)
+
+    stats = CountingStats()
+    state = RunState(BenchPlan("latency", rate_per_second=10), "test", Publications(1))
+    ticker = asyncio.create_task(tick_forever(state, stats, None, 0.1))
+    await asyncio.sleep(0.35)
+    ticker.cancel()
+    assert 3 <= stats.samples <= 4  # at 0, 0.1, 0.2 and 0.3 s (a busy machine may miss the last)

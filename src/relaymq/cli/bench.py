@@ -172,7 +172,7 @@ async def measure(
 ) -> dict[str, Any]:
     """Run with progress and statistics; build the report."""
     from relaymq.bench.report import LiveProgress, build_report
-    from relaymq.bench.runner import PROGRESS_INTERVAL_SECONDS, run_bench, stats_for
+    from relaymq.bench.runner import progress_interval_seconds, run_bench, stats_for
     from relaymq.bench.server_stats import MetricsStats
 
     stats = stats_for(server, endpoint)
@@ -183,9 +183,8 @@ async def measure(
     try:
         if show:
             with LiveProgress(console) as progress:
-                state = await run_bench(
-                    plan, endpoint, stats, lambda s: progress.tick(s, PROGRESS_INTERVAL_SECONDS)
-                )
+                interval = progress_interval_seconds(plan)
+                state = await run_bench(plan, endpoint, stats, lambda s: progress.tick(s, interval))
         else:
             state = await run_bench(plan, endpoint, stats)
     finally:
