@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from relaymq.bench.histogram import LatencyRecorder
+from relaymq.bench.loops import default_event_loop, loop_factory
 from relaymq.bench.payload import decode_payload, encode_payload
 from relaymq.bench.report import build_report
 from relaymq.bench.runner import progress_interval_seconds, tick_forever
@@ -162,6 +163,43 @@ async def test_a_paced_message_is_stamped_when_sent_never_before_it_is_due() -> 
     assert all(sent_ns >= due_ns for due_ns, sent_ns in stamps)
     assert len(lag.values_us) == 50
     assert list(lag.values_us) == [(sent - due) // 1000 for due, sent in stamps]
+
+
+def test_a_paced_producer_on_uvloop_sleeps_instead_of_spinning() -> None:
+    # uvloop rounds a sub-millisecond timer to 0 ms: a pacer that retried at once would
+    # keep a CPU busy for the whole run, one the broker under test needs.
+    async def pace() -> tuple[float, float]:
+        pacer = Pacer(2_000, LatencyRecorder())
+        wall, cpu = time.perf_counter(), time.process_time()
+        for sequence in range(400):
+            await pacer.wait(sequence)
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    with asyncio.Runner(loop_factory=loop_factory("uvloop")) as runner:
+        wall_seconds, cpu_seconds = runner.run(pace())
+    assert wall_seconds >= 0.19
+    assert cpu_seconds < 0.25 * wall_seconds
+
+
+def test_the_clients_event_loop_is_uvloop_where_installed() -> None:
+    import uvloop
+
+    assert default_event_loop() == "uvloop"
+    assert loop_factory("uvloop") is uvloop.new_event_loop
+    assert loop_factory("asyncio") is asyncio.new_event_loop
+    with pytest.raises(ValueError, match="unknown event loop 'trio'"):
+        loop_factory("trio")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_a_run_names_the_event_loop_its_clients_ran_on(event_loop: str) -> None:
+    status, report = run_bench(
+        "latency", "--duration", "0.5", "--rate", "400", "--event-loop", event_loop
+    )
+    assert status == 0
+    assert report["plan"]["event_loop"] == event_loop
+    assert report["verification"]["ok"] is True
 
 
 def test_an_unpaced_message_has_no_schedule_and_no_lag() -> None:

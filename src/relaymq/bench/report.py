@@ -115,7 +115,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         f"[bold]relaymq bench {report['workload']}[/bold] over {report['protocol']}: "
         f"{plan['producers']} producer(s), {plan['consumers']} consumer(s), "
         f"{plan['message_bytes']}-byte messages, batch {plan['batch_messages']}, "
-        f"linger {plan['linger_ms']} ms; server {server['url']} "
+        f"linger {plan['linger_ms']} ms, clients on {plan.get('event_loop', 'asyncio')}; "
+        f"server {server['url']} "
         f"(fsync={server.get('fsync') or 'its own'})"
     )
     console.print(phase_table(report))

@@ -30,6 +30,7 @@ import httpx
 
 from relaymq import errors
 from relaymq.bench.histogram import LatencyRecorder
+from relaymq.bench.loops import default_event_loop, loop_factory
 from relaymq.bench.server_stats import ServerStats
 from relaymq.bench.transports import Endpoint
 from relaymq.client import AsyncClient, RetryPolicy
@@ -523,19 +524,11 @@ async def measure(plan: TenantsPlan, endpoint: Endpoint, server: Any) -> dict[st
     return build_report(plan, figures, described, stats.peak_rss_bytes)
 
 
-def event_loop_factory() -> Any:
-    """uvloop's loop where installed (the flood should spend its CPU on requests)."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def flood_main() -> None:
     """The flood process: the order is the first argument; the result goes to stdout."""
     order = json.loads(sys.argv[1])
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+    # uvloop where installed: the flood should spend its CPU on requests.
+    with asyncio.Runner(loop_factory=loop_factory(default_event_loop())) as runner:
         result = runner.run(flood(order))
     print(json.dumps(result), flush=True)
 

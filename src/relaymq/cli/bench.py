@@ -16,6 +16,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from relaymq.bench.loops import EVENT_LOOPS, default_event_loop, loop_factory
 from relaymq.cli.output import Output
 from relaymq.cli.profiles import Target, client_options
 from relaymq.errors import RelayError
@@ -85,6 +86,12 @@ LATENCY_DURATION_SECONDS = 10.0
 @click.option(
     "--flood-factor", type=click.FloatRange(1), default=10.0, help="tenants: A's rate/quota"
 )
+@click.option(
+    "--event-loop",
+    type=click.Choice(EVENT_LOOPS),
+    default=None,
+    help="The clients' event loop  [default: uvloop where installed, else asyncio]",
+)
 @click.option("--no-progress", is_flag=True, help="No live progress bar.")
 @client_options
 def bench(target: Target, output: Output, **options: Any) -> None:
@@ -127,6 +134,7 @@ def bench(target: Target, output: Output, **options: Any) -> None:
         rate_per_second=options["rate"] or (LATENCY_RATE_PER_SECOND if latency else None),
         backlog=options["backlog"],
         drain_timeout_seconds=options["drain_timeout"],
+        event_loop=options["event_loop"] or default_event_loop(),
         tuning=tuning,
     )
     try:
@@ -159,12 +167,13 @@ def execute(
     # with CPython's GC thresholds its full collections of the imported modules stalled
     # producers and consumers for 15-40 ms. Tuned as ``relaymq serve`` tunes itself.
     tune_garbage_collector()
-    if not spawn:
-        endpoint = Endpoint(target.url, target.token, target.namespace)
-        return asyncio.run(measure(plan, endpoint, None, output, no_progress))
-    with SpawnedServer(fsync) as server:
-        endpoint = Endpoint(server.url, server.token, "default")
-        return asyncio.run(measure(plan, endpoint, server, output, no_progress))
+    with asyncio.Runner(loop_factory=loop_factory(plan.event_loop)) as runner:
+        if not spawn:
+            endpoint = Endpoint(target.url, target.token, target.namespace)
+            return runner.run(measure(plan, endpoint, None, output, no_progress))
+        with SpawnedServer(fsync) as server:
+            endpoint = Endpoint(server.url, server.token, "default")
+            return runner.run(measure(plan, endpoint, server, output, no_progress))
 
 
 async def measure(
