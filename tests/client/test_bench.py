@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +20,7 @@ from relaymq.bench.histogram import LatencyRecorder
 from relaymq.bench.loops import default_event_loop, loop_factory
 from relaymq.bench.payload import decode_payload, encode_payload
 from relaymq.bench.report import build_report
-from relaymq.bench.runner import progress_interval_seconds, tick_forever
+from relaymq.bench.runner import filesystem_of, progress_interval_seconds, tick_forever
 from relaymq.bench.server_stats import ServerSample
 from relaymq.bench.transports import Pacer, ProducerPlan, Tuning, WebSocketProducer, next_batch
 from relaymq.bench.verify import Deliveries, Publications, verdict
@@ -200,6 +204,51 @@ def test_a_run_names_the_event_loop_its_clients_ran_on(event_loop: str) -> None:
     assert status == 0
     assert report["plan"]["event_loop"] == event_loop
     assert report["verification"]["ok"] is True
+
+
+@pytest.mark.slow
+def test_a_store_in_memory_is_named_and_warned_about() -> None:
+    memory = Path(tempfile.mkdtemp(prefix="relaymq-test-", dir="/dev/shm"))
+    try:
+        arguments = ("latency", "--duration", "0.5", "--rate", "200", "--data-dir", str(memory))
+        status, report = run_bench(*arguments)
+        assert status == 0
+        assert report["server"]["data_filesystem"] == filesystem_of(memory) == "tmpfs"
+        done = bench_text(*arguments)
+        assert "data on tmpfs" in done.stdout
+        assert "cost nothing and make nothing durable" in done.stdout
+        assert list(memory.iterdir()) == []  # each run removed its store
+    finally:
+        shutil.rmtree(memory)
+
+
+@pytest.mark.slow
+def test_a_store_on_disk_is_named_without_a_warning(tmp_path: Path) -> None:
+    done = bench_text("latency", "--duration", "0.5", "--rate", "200", "--data-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert f"data on {filesystem_of(tmp_path)}" in done.stdout
+    assert "make nothing durable" not in done.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_data_directory_needs_a_spawned_server(tmp_path: Path) -> None:
+    command = [sys.executable, "-c", "from relaymq.cli.main import main; main()"]
+    done = subprocess.run(
+        [*command, "bench", "latency", "--data-dir", str(tmp_path), "--url", "http://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=BENCH_TIMEOUT_SECONDS,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--data-dir needs --spawn" in done.stderr
+
+
+def bench_text(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """``relaymq bench ... --spawn`` with its text report (no progress bar)."""
+    command = [sys.executable, "-c", "from relaymq.cli.main import main; main()"]
+    return subprocess.run(
+        [*command, "bench", *arguments, "--spawn", "--no-progress"],
+        capture_output=True, text=True, timeout=BENCH_TIMEOUT_SECONDS,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
 
 
 def test_an_unpaced_message_has_no_schedule_and_no_lag() -> None:

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from relaymq import __version__
+from relaymq.bench.runner import MEMORY_FILESYSTEMS
 from relaymq.bench.verify import Verdict, verdict
 from relaymq.bench.workloads import Phase, RunState
 
@@ -107,6 +108,12 @@ def build_report(
     }
 
 
+def data_on(server: dict[str, Any]) -> str:
+    """ ", data on ext4" for a spawned server whose data filesystem is known."""
+    filesystem = server.get("data_filesystem")
+    return f", data on {filesystem}" if filesystem else ""
+
+
 def print_report(report: dict[str, Any], console: Console) -> None:
     """The report as tables."""
     plan = report["plan"]
@@ -117,8 +124,13 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         f"{plan['message_bytes']}-byte messages, batch {plan['batch_messages']}, "
         f"linger {plan['linger_ms']} ms, clients on {plan.get('event_loop', 'asyncio')}; "
         f"server {server['url']} "
-        f"(fsync={server.get('fsync') or 'its own'})"
+        f"(fsync={server.get('fsync') or 'its own'}{data_on(server)})"
     )
+    if server.get("data_filesystem") in MEMORY_FILESYSTEMS:
+        console.print(
+            f"[bold yellow]the store is on {server['data_filesystem']} (memory): its fsyncs "
+            "cost nothing and make nothing durable; use --data-dir for a disk[/bold yellow]"
+        )
     console.print(phase_table(report))
     if report["latency_ms"] is not None:
         console.print(latency_table(report["latency_ms"]))

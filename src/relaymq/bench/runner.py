@@ -2,7 +2,8 @@
 
 Owns :class:`SpawnedServer` (``relaymq serve`` on a free port, its embedded
 store in a temporary directory with the asked fsync policy, an admin key of
-its own; stopped and removed afterwards) and :func:`run_bench`, which wires a
+its own; stopped and removed afterwards), :func:`filesystem_of` (what the
+store's fsyncs land on) and :func:`run_bench`, which wires a
 :class:`~relaymq.bench.workloads.Workload` to the server statistics and the
 live progress display and returns the finished :class:`RunState`.
 """
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 
 from relaymq.bench.server_stats import MetricsStats, ProcessStats, ServerStats
 from relaymq.bench.transports import Endpoint
@@ -38,6 +40,8 @@ PROGRESS_INTERVAL_SECONDS = 0.25
 # bench's loop (~1 ms) and, against an attached server, scrapes its /metrics (~2 ms of
 # the server's loop), and a message arriving meanwhile waits.
 PACED_PROGRESS_INTERVAL_SECONDS = 1.0
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+"""Filesystems in RAM: an fsync there costs nothing and makes nothing durable."""
 
 
 def progress_interval_seconds(plan: BenchPlan) -> float:
@@ -62,15 +66,17 @@ def admin_key() -> str:
 
 
 class SpawnedServer:
-    """``relaymq serve`` in a child process, on an embedded store in a temporary directory."""
+    """``relaymq serve`` in a child process, on an embedded store in a temporary directory
+    (made in ``parent``, else in the system's temporary directory)."""
 
-    def __init__(self, fsync: str) -> None:
+    def __init__(self, fsync: str, parent: Path | None = None) -> None:
         self.fsync = fsync
         self.token = admin_key()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.root = Path(tempfile.mkdtemp(prefix="relaymq-bench-"))
+        self.root = Path(tempfile.mkdtemp(prefix="relaymq-bench-", dir=parent))
         self.data_dir = self.root / "data"
+        self.data_filesystem = filesystem_of(self.root)
         self.log_path = self.root / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -172,6 +178,19 @@ async def tick_forever(
         if on_tick is not None:
             on_tick(state)
         await asyncio.sleep(interval_seconds)
+
+
+def filesystem_of(path: Path) -> str | None:
+    """The type of the filesystem ``path`` is on (``ext4``, ``tmpfs``...), if known."""
+    resolved = path.resolve()
+    mounts = [
+        partition
+        for partition in psutil.disk_partitions(all=True)
+        if resolved.is_relative_to(partition.mountpoint)
+    ]
+    if not mounts:
+        return None
+    return max(mounts, key=lambda partition: len(partition.mountpoint)).fstype
 
 
 def stats_for(server: SpawnedServer | None, endpoint: Endpoint) -> ServerStats:

@@ -484,7 +484,7 @@ def command(target: Any, output: Any, options: dict[str, Any]) -> None:
     )
     try:
         if options["spawn"]:
-            with SpawnedServer(options["fsync"]) as server:
+            with SpawnedServer(options["fsync"], options["data_dir"]) as server:
                 endpoint = Endpoint(server.url, server.token, "default")
                 report = asyncio.run(measure(plan, endpoint, server))
         else:

@@ -11,6 +11,8 @@ failed (the throughput figure is then withheld).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -36,6 +38,13 @@ LATENCY_DURATION_SECONDS = 10.0
     default="batch",
     show_default=True,
     help="Fsync policy of the spawned server.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(exists=True, file_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="With --spawn: where its temporary store goes (the disk to measure)  "
+    "[default: the system's temp dir]",
 )
 @click.option("--protocol", type=click.Choice(["websocket", "http"]), default="websocket")
 @click.option("--producers", type=click.IntRange(1), default=1, show_default=True)
@@ -101,6 +110,8 @@ def bench(target: Target, output: Output, **options: Any) -> None:
     from relaymq.bench.workloads import BenchPlan
 
     workload = options["workload"]
+    if options["data_dir"] is not None and not options["spawn"]:
+        raise click.UsageError("--data-dir needs --spawn: an attached server has its own")
     if workload == "tenants":
         from relaymq.bench.tenants import command as tenants
 
@@ -138,9 +149,8 @@ def bench(target: Target, output: Output, **options: Any) -> None:
         tuning=tuning,
     )
     try:
-        report = execute(
-            plan, target, options["spawn"], options["fsync"], output, options["no_progress"]
-        )
+        spawn = SpawnOptions(options["fsync"], options["data_dir"]) if options["spawn"] else None
+        report = execute(plan, target, spawn, output, options["no_progress"])
     except RelayError as error:
         output.error(error)
         raise SystemExit(1) from None
@@ -155,10 +165,18 @@ def bench(target: Target, output: Output, **options: Any) -> None:
         raise SystemExit(1)
 
 
+@dataclass(frozen=True)
+class SpawnOptions:
+    """How to start the server the bench spawns."""
+
+    fsync: str
+    parent: Path | None  # where its temporary data directory is made; None: system temp
+
+
 def execute(
-    plan: Any, target: Target, spawn: bool, fsync: str, output: Output, no_progress: bool
+    plan: Any, target: Target, spawn: SpawnOptions | None, output: Output, no_progress: bool
 ) -> dict[str, Any]:
-    """Run the plan against a spawned server or the target; the report document."""
+    """Run the plan against a spawned server (``spawn``) or the target; the report."""
     from relaymq.bench.runner import SpawnedServer
     from relaymq.bench.transports import Endpoint
     from relaymq.runtime import tune_garbage_collector
@@ -168,10 +186,10 @@ def execute(
     # producers and consumers for 15-40 ms. Tuned as ``relaymq serve`` tunes itself.
     tune_garbage_collector()
     with asyncio.Runner(loop_factory=loop_factory(plan.event_loop)) as runner:
-        if not spawn:
+        if spawn is None:
             endpoint = Endpoint(target.url, target.token, target.namespace)
             return runner.run(measure(plan, endpoint, None, output, no_progress))
-        with SpawnedServer(fsync) as server:
+        with SpawnedServer(spawn.fsync, spawn.parent) as server:
             endpoint = Endpoint(server.url, server.token, "default")
             return runner.run(measure(plan, endpoint, server, output, no_progress))
 
@@ -189,6 +207,7 @@ async def measure(
     show = not no_progress and console.is_terminal
     described = {"spawned": server is not None, "url": endpoint.url}
     described["fsync"] = server.fsync if server is not None else None
+    described["data_filesystem"] = server.data_filesystem if server is not None else None
     try:
         if show:
             with LiveProgress(console) as progress:
