@@ -1,9 +1,8 @@
 """The event loop the bench's clients run on.
 
-uvloop where it is installed, as in ``relaymq serve`` and the SDK's blocking client:
-asyncio's own loop is a Python ``select`` loop whose per-wake-up cost was most of
-the bench's latency at a steady rate (``docs/performance.md``, finding 24).
-``--event-loop asyncio`` measures what an application on the default loop sees.
+uvloop where it is installed, as ``relaymq serve`` and the SDK's blocking client run;
+``--event-loop asyncio`` measures what an application on asyncio's own loop sees. The
+report says which one ran (``docs/performance.md``, finding 24, compares them).
 """
 
 from __future__ import annotations
