@@ -12,15 +12,22 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import psutil
 import pytest
 
 from relaymq.bench.histogram import LatencyRecorder
 from relaymq.bench.loops import default_event_loop, loop_factory
 from relaymq.bench.payload import decode_payload, encode_payload
 from relaymq.bench.report import build_report
-from relaymq.bench.runner import filesystem_of, progress_interval_seconds, tick_forever
+from relaymq.bench.runner import (
+    MEMORY_FILESYSTEMS,
+    filesystem_of,
+    progress_interval_seconds,
+    tick_forever,
+)
 from relaymq.bench.server_stats import ServerSample
 from relaymq.bench.transports import Pacer, ProducerPlan, Tuning, WebSocketProducer, next_batch
 from relaymq.bench.verify import Deliveries, Publications, verdict
@@ -170,6 +177,8 @@ async def test_a_paced_message_is_stamped_when_sent_never_before_it_is_due() -> 
 
 
 def test_a_paced_producer_on_uvloop_sleeps_instead_of_spinning() -> None:
+    pytest.importorskip("uvloop")
+
     # uvloop rounds a sub-millisecond timer to 0 ms: a pacer that retried at once would
     # keep a CPU busy for the whole run, one the broker under test needs.
     async def pace() -> tuple[float, float]:
@@ -186,13 +195,19 @@ def test_a_paced_producer_on_uvloop_sleeps_instead_of_spinning() -> None:
 
 
 def test_the_clients_event_loop_is_uvloop_where_installed() -> None:
-    import uvloop
+    uvloop = pytest.importorskip("uvloop")
 
     assert default_event_loop() == "uvloop"
     assert loop_factory("uvloop") is uvloop.new_event_loop
     assert loop_factory("asyncio") is asyncio.new_event_loop
     with pytest.raises(ValueError, match="unknown event loop 'trio'"):
         loop_factory("trio")
+
+
+def test_a_missing_uvloop_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
+    with pytest.raises(ValueError, match="uvloop is not installed; use --event-loop asyncio"):
+        loop_factory("uvloop")
 
 
 @pytest.mark.slow
@@ -207,6 +222,7 @@ def test_a_run_names_the_event_loop_its_clients_ran_on(event_loop: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm tmpfs on this system")
 def test_a_store_in_memory_is_named_and_warned_about() -> None:
     memory = Path(tempfile.mkdtemp(prefix="relaymq-test-", dir="/dev/shm"))
     try:
@@ -224,11 +240,32 @@ def test_a_store_in_memory_is_named_and_warned_about() -> None:
 
 @pytest.mark.slow
 def test_a_store_on_disk_is_named_without_a_warning(tmp_path: Path) -> None:
+    if filesystem_of(tmp_path) in MEMORY_FILESYSTEMS:
+        pytest.skip("the temporary directory is in memory here")  # /tmp on tmpfs
     done = bench_text("latency", "--duration", "0.5", "--rate", "200", "--data-dir", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert f"data on {filesystem_of(tmp_path)}" in done.stdout
     assert "make nothing durable" not in done.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_filesystem_is_the_last_mounted_on_the_longest_matching_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    mounts = [
+        SimpleNamespace(mountpoint="/", fstype="ext4"),
+        SimpleNamespace(mountpoint=str(tmp_path), fstype="xfs"),
+        SimpleNamespace(mountpoint=str(tmp_path / "data"), fstype="ext4"),
+        SimpleNamespace(mountpoint=str(tmp_path / "data"), fstype="tmpfs"),  # mounted over
+        SimpleNamespace(mountpoint=str(tmp_path / "data2"), fstype="btrfs"),
+    ]
+    monkeypatch.setattr(psutil, "disk_partitions", lambda all=False: mounts)
+    (tmp_path / "data" / "store").mkdir(parents=True)
+    assert filesystem_of(tmp_path / "data" / "store") == "tmpfs"
+    assert filesystem_of(tmp_path / "other") == "xfs"
+    assert filesystem_of(Path("/")) == "ext4"
+    monkeypatch.setattr(psutil, "disk_partitions", lambda all=False: [])
+    assert filesystem_of(tmp_path) is None
 
 
 def test_a_data_directory_needs_a_spawned_server(tmp_path: Path) -> None:

@@ -4,24 +4,33 @@ shape. (The latency ratio is a measurement, not something a test can promise.)""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from relaymq.bench.runner import filesystem_of
 from tests.client.test_bench import run_bench
 
 PHASE_KEYS = {"latency_ms", "outcomes", "seconds", "server_cpu_percent"}
 LATENCY_KEYS = {"count", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms"}
 
 
-@pytest.mark.parametrize("protocol", ["http", "websocket"])
-def test_the_flooder_is_refused_and_its_neighbour_is_not(protocol: str) -> None:
+@pytest.mark.parametrize(("protocol", "event_loop"), [("http", "uvloop"), ("websocket", "asyncio")])
+def test_the_flooder_is_refused_and_its_neighbour_is_not(
+    protocol: str, event_loop: str, tmp_path: Path
+) -> None:
     status, report = run_bench(
         "tenants",
         *("--protocol", protocol, "--quota", "10", "--flood-factor", "10"),
         *("--rate", "5", "--duration", "1"),
+        *("--event-loop", event_loop, "--data-dir", str(tmp_path)),
     )
     assert status == 0
     assert report["workload"] == "tenants"
     assert report["protocol"] == protocol
+    assert report["plan"]["event_loop"] == event_loop
+    assert report["server"]["data_filesystem"] == filesystem_of(tmp_path)
+    assert list(tmp_path.iterdir()) == []
     flood = report["flood"]
     assert flood["refused"] > 0
     assert flood["retry_after_seen"] == flood["refused"]

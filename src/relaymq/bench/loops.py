@@ -25,8 +25,10 @@ def default_event_loop() -> str:
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     """A factory of new event loops of kind ``name`` (one of :data:`EVENT_LOOPS`)."""
     if name == "uvloop":
-        import uvloop
-
+        try:
+            import uvloop
+        except ImportError:
+            raise ValueError("uvloop is not installed; use --event-loop asyncio") from None
         return uvloop.new_event_loop
     if name == "asyncio":
         return asyncio.new_event_loop

@@ -109,9 +109,18 @@ def build_report(
 
 
 def data_on(server: dict[str, Any]) -> str:
-    """ ", data on ext4" for a spawned server whose data filesystem is known."""
+    """``, data on ext4`` for a spawned server whose data filesystem is known."""
     filesystem = server.get("data_filesystem")
     return f", data on {filesystem}" if filesystem else ""
+
+
+def print_memory_warning(server: dict[str, Any], console: Console) -> None:
+    """Warn when a spawned server's store was in memory, where fsyncs are free."""
+    if server.get("data_filesystem") in MEMORY_FILESYSTEMS:
+        console.print(
+            f"[bold yellow]the store is on {server['data_filesystem']} (memory): its fsyncs "
+            "cost nothing and make nothing durable; use --data-dir for a disk[/bold yellow]"
+        )
 
 
 def print_report(report: dict[str, Any], console: Console) -> None:
@@ -126,11 +135,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         f"server {server['url']} "
         f"(fsync={server.get('fsync') or 'its own'}{data_on(server)})"
     )
-    if server.get("data_filesystem") in MEMORY_FILESYSTEMS:
-        console.print(
-            f"[bold yellow]the store is on {server['data_filesystem']} (memory): its fsyncs "
-            "cost nothing and make nothing durable; use --data-dir for a disk[/bold yellow]"
-        )
+    print_memory_warning(server, console)
     console.print(phase_table(report))
     if report["latency_ms"] is not None:
         console.print(latency_table(report["latency_ms"]))

@@ -190,7 +190,8 @@ def filesystem_of(path: Path) -> str | None:
     ]
     if not mounts:
         return None
-    return max(mounts, key=lambda partition: len(partition.mountpoint)).fstype
+    # The last of the longest: a filesystem mounted over another hides it.
+    return max(reversed(mounts), key=lambda partition: len(partition.mountpoint)).fstype
 
 
 def stats_for(server: SpawnedServer | None, endpoint: Endpoint) -> ServerStats:

@@ -55,6 +55,7 @@ class TenantsPlan:
     duration_seconds: float = 10.0
     message_bytes: int = 100
     flood_connections: int = 16
+    event_loop: str = "asyncio"  # B's client (see relaymq.bench.loops); A's is uvloop
 
     @property
     def flood_rate_per_second(self) -> float:
@@ -427,14 +428,18 @@ def print_report(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from relaymq.bench.report import data_on, print_memory_warning
+
     console = Console()
     plan, flood_figures = report["plan"], report["flood"]
     console.print(
         f"[bold]relaymq bench tenants[/bold] over {report['protocol']}: quota "
         f"{plan['quota_per_second']:g} msg/s each; A floods at {plan['flood_rate_per_second']:g} "
         f"msg/s ({plan['flood_factor']:g}x), B publishes {plan['neighbour_rate_per_second']:g} "
-        f"msg/s, {plan['duration_seconds']:g} s per phase; server {report['server']['url']}"
+        f"msg/s, {plan['duration_seconds']:g} s per phase, B's client on {plan['event_loop']}; "
+        f"server {report['server']['url']}{data_on(report['server'])}"
     )
+    print_memory_warning(report["server"], console)
     table = Table(title="B's publish latency, ms")
     for column in ("phase", "requests", "p50", "p90", "p99", "max", "429s", "server CPU"):
         table.add_column(column, justify="left" if column == "phase" else "right")
@@ -481,15 +486,21 @@ def command(target: Any, output: Any, options: dict[str, Any]) -> None:
         neighbour_rate_per_second=options["rate"] or quota / 2,
         duration_seconds=options["duration"] or TenantsPlan.duration_seconds,
         message_bytes=options["message_bytes"],
+        event_loop=options["event_loop"],
     )
+    new_loop = loop_factory(plan.event_loop)
     try:
         if options["spawn"]:
-            with SpawnedServer(options["fsync"], options["data_dir"]) as server:
+            with (
+                SpawnedServer(options["fsync"], options["data_dir"]) as server,
+                asyncio.Runner(loop_factory=new_loop) as runner,
+            ):
                 endpoint = Endpoint(server.url, server.token, "default")
-                report = asyncio.run(measure(plan, endpoint, server))
+                report = runner.run(measure(plan, endpoint, server))
         else:
             endpoint = Endpoint(target.url, target.token, target.namespace)
-            report = asyncio.run(measure(plan, endpoint, None))
+            with asyncio.Runner(loop_factory=new_loop) as runner:
+                report = runner.run(measure(plan, endpoint, None))
     except (errors.RelayError, httpx.HTTPError) as error:
         if isinstance(error, errors.RelayError):
             output.error(error)
@@ -514,6 +525,7 @@ async def measure(plan: TenantsPlan, endpoint: Endpoint, server: Any) -> dict[st
         "spawned": server is not None,
         "url": endpoint.url,
         "fsync": server.fsync if server is not None else None,
+        "data_filesystem": server.data_filesystem if server is not None else None,
     }
     try:
         figures = await run_tenants(plan, endpoint, stats)

@@ -35,7 +35,7 @@ from relaymq.client import AsyncClient, RetryPolicy
 SETTLE_EVERY_MESSAGES = 1_024  # how often a producer looks at its oldest futures
 HTTP_FETCH_WAIT_MS = 250
 HTTP_TIMEOUT_SECONDS = 60
-TIMER_GRANULARITY_SECONDS = 0.001  # asyncio's and uvloop's timers: whole milliseconds
+TIMER_GRANULARITY_SECONDS = 0.001  # uvloop's timer and asyncio's epoll timeout unit
 
 
 @dataclass(frozen=True)
@@ -119,10 +119,10 @@ class Pacer:
 
     Without a rate every message is due at once. With one, message ``sequence`` is
     due ``sequence / rate`` seconds after the producer started. A payload carries
-    the time it was handed to the client, not the time it was due: event loop
-    timers are millisecond-granular (asyncio rounds epoll timeouts up to whole ms,
-    uvloop rounds timers to whole ms), so a paced producer wakes ~0.5 ms late on
-    average, and that is the bench's own
+    the time it was handed to the client, not the time it was due: event-loop
+    wake-ups are millisecond-granular (asyncio rounds its epoll timeout up to whole
+    ms, uvloop rounds a timer to the nearest ms), so a paced producer wakes ~0.5-1 ms
+    late, and that is the bench's own
     lateness, not the broker's. The lateness is kept apart as *schedule lag*
     instead, so a stalled publisher still shows.
     """
@@ -149,7 +149,7 @@ class Pacer:
         if due is None:
             return
         # Never before it is due (its schedule lag would be negative), and never by
-        # spinning: uvloop rounds a sub-millisecond timer down to 0 ms, and a pacer that
+        # spinning: uvloop rounds a timer under 0.5 ms down to 0 ms, and a pacer that
         # retried at once would keep a CPU busy that the broker under test needs.
         while (delay_ns := due - time.perf_counter_ns()) > 0:
             await asyncio.sleep(max(delay_ns / 1e9, TIMER_GRANULARITY_SECONDS))

@@ -66,7 +66,7 @@ class BenchPlan:
     rate_per_second: float | None = None  # in all producers together; None: flat out
     backlog: bool = False  # queue only: publish everything first, then consume
     drain_timeout_seconds: float = 10.0
-    event_loop: str = "asyncio"  # the clients' (see relaymq.bench.loops)
+    event_loop: str = "asyncio"  # what the CLI runs the clients on (relaymq.bench.loops)
     tuning: Tuning = field(
         default_factory=lambda: Tuning(
             message_bytes=256,

@@ -112,6 +112,11 @@ def bench(target: Target, output: Output, **options: Any) -> None:
     workload = options["workload"]
     if options["data_dir"] is not None and not options["spawn"]:
         raise click.UsageError("--data-dir needs --spawn: an attached server has its own")
+    options["event_loop"] = options["event_loop"] or default_event_loop()
+    try:
+        loop_factory(options["event_loop"])
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
     if workload == "tenants":
         from relaymq.bench.tenants import command as tenants
 
@@ -145,7 +150,7 @@ def bench(target: Target, output: Output, **options: Any) -> None:
         rate_per_second=options["rate"] or (LATENCY_RATE_PER_SECOND if latency else None),
         backlog=options["backlog"],
         drain_timeout_seconds=options["drain_timeout"],
-        event_loop=options["event_loop"] or default_event_loop(),
+        event_loop=options["event_loop"],
         tuning=tuning,
     )
     try:
@@ -185,13 +190,18 @@ def execute(
     # with CPython's GC thresholds its full collections of the imported modules stalled
     # producers and consumers for 15-40 ms. Tuned as ``relaymq serve`` tunes itself.
     tune_garbage_collector()
-    with asyncio.Runner(loop_factory=loop_factory(plan.event_loop)) as runner:
-        if spawn is None:
-            endpoint = Endpoint(target.url, target.token, target.namespace)
+    new_loop = loop_factory(plan.event_loop)
+    if spawn is None:
+        endpoint = Endpoint(target.url, target.token, target.namespace)
+        with asyncio.Runner(loop_factory=new_loop) as runner:
             return runner.run(measure(plan, endpoint, None, output, no_progress))
-        with SpawnedServer(spawn.fsync, spawn.parent) as server:
-            endpoint = Endpoint(server.url, server.token, "default")
-            return runner.run(measure(plan, endpoint, server, output, no_progress))
+    # The loop closes (its leftover tasks cancelled) before the server stops.
+    with (
+        SpawnedServer(spawn.fsync, spawn.parent) as server,
+        asyncio.Runner(loop_factory=new_loop) as runner,
+    ):
+        endpoint = Endpoint(server.url, server.token, "default")
+        return runner.run(measure(plan, endpoint, server, output, no_progress))
 
 
 async def measure(
