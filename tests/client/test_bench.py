@@ -35,20 +35,12 @@ from relaymq.bench.workloads import BenchPlan, Mark, Phase, RunState
 
 BENCH_TIMEOUT_SECONDS = 120
 STALL_SECONDS = 0.02
+RELAYMQ = [sys.executable, "-c", "from relaymq.cli.main import main; main()"]
 
 
 def run_bench(*arguments: str) -> tuple[int, dict]:
     """``relaymq bench ... --spawn --json``: exit status and the JSON document."""
-    command = [
-        sys.executable,
-        "-c",
-        "from relaymq.cli.main import main; main()",
-        "bench",
-        *arguments,
-        "--spawn",
-        "--json",
-        "--no-progress",
-    ]
+    command = [*RELAYMQ, "bench", *arguments, "--spawn", "--json", "--no-progress"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=BENCH_TIMEOUT_SECONDS)
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout)
@@ -179,7 +171,7 @@ async def test_a_paced_message_is_stamped_when_sent_never_before_it_is_due() -> 
 def test_a_paced_producer_on_uvloop_sleeps_instead_of_spinning() -> None:
     pytest.importorskip("uvloop")
 
-    # uvloop rounds a sub-millisecond timer to 0 ms: a pacer that retried at once would
+    # uvloop rounds a timer under 0.5 ms down to 0 ms: a pacer that retried at once would
     # keep a CPU busy for the whole run, one the broker under test needs.
     async def pace() -> tuple[float, float]:
         pacer = Pacer(2_000, LatencyRecorder())
@@ -269,9 +261,8 @@ def test_the_filesystem_is_the_last_mounted_on_the_longest_matching_path(
 
 
 def test_a_data_directory_needs_a_spawned_server(tmp_path: Path) -> None:
-    command = [sys.executable, "-c", "from relaymq.cli.main import main; main()"]
     done = subprocess.run(
-        [*command, "bench", "latency", "--data-dir", str(tmp_path), "--url", "http://127.0.0.1:9"],
+        [*RELAYMQ, "bench", "latency", "--data-dir", str(tmp_path), "--url", "http://127.0.0.1:9"],
         capture_output=True, text=True, timeout=BENCH_TIMEOUT_SECONDS,
     )  # fmt: skip
     assert done.returncode == 2
@@ -280,9 +271,8 @@ def test_a_data_directory_needs_a_spawned_server(tmp_path: Path) -> None:
 
 def bench_text(*arguments: str) -> subprocess.CompletedProcess[str]:
     """``relaymq bench ... --spawn`` with its text report (no progress bar)."""
-    command = [sys.executable, "-c", "from relaymq.cli.main import main; main()"]
     return subprocess.run(
-        [*command, "bench", *arguments, "--spawn", "--no-progress"],
+        [*RELAYMQ, "bench", *arguments, "--spawn", "--no-progress"],
         capture_output=True, text=True, timeout=BENCH_TIMEOUT_SECONDS,
         env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
