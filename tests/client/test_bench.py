@@ -29,7 +29,7 @@ from relaymq.bench.runner import (
     tick_forever,
 )
 from relaymq.bench.server_stats import ServerSample
-from relaymq.bench.transports import Pacer, ProducerPlan, Tuning, WebSocketProducer, next_batch
+from relaymq.bench.transports import ProducerPlan, Tuning, WebSocketProducer
 from relaymq.bench.verify import Deliveries, Publications, verdict
 from relaymq.bench.workloads import BenchPlan, Mark, Phase, RunState
 
@@ -156,36 +156,6 @@ def producer_plan(messages: int, rate_per_second: float | None) -> ProducerPlan:
     return ProducerPlan(0, "subject", messages, None, rate_per_second, "test")
 
 
-async def test_a_paced_message_is_stamped_when_sent_never_before_it_is_due() -> None:
-    lag = LatencyRecorder()
-    pacer = Pacer(2_000, lag)
-    stamps = []
-    for sequence in range(50):
-        await pacer.wait(sequence)
-        stamps.append((pacer.due_ns(sequence), pacer.stamp(sequence)))
-    assert all(sent_ns >= due_ns for due_ns, sent_ns in stamps)
-    assert len(lag.values_us) == 50
-    assert list(lag.values_us) == [(sent - due) // 1000 for due, sent in stamps]
-
-
-def test_a_paced_producer_on_uvloop_sleeps_instead_of_spinning() -> None:
-    pytest.importorskip("uvloop")
-
-    # uvloop rounds a timer under 0.5 ms down to 0 ms: a pacer that retried at once would
-    # keep a CPU busy for the whole run, one the broker under test needs.
-    async def pace() -> tuple[float, float]:
-        pacer = Pacer(2_000, LatencyRecorder())
-        wall, cpu = time.perf_counter(), time.process_time()
-        for sequence in range(400):
-            await pacer.wait(sequence)
-        return time.perf_counter() - wall, time.process_time() - cpu
-
-    with asyncio.Runner(loop_factory=loop_factory("uvloop")) as runner:
-        wall_seconds, cpu_seconds = runner.run(pace())
-    assert wall_seconds >= 0.19
-    assert cpu_seconds < 0.25 * wall_seconds
-
-
 def test_the_clients_event_loop_is_uvloop_where_installed() -> None:
     uvloop = pytest.importorskip("uvloop")
 
@@ -276,33 +246,6 @@ def bench_text(*arguments: str) -> subprocess.CompletedProcess[str]:
         capture_output=True, text=True, timeout=BENCH_TIMEOUT_SECONDS,
         env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
-
-
-def test_an_unpaced_message_has_no_schedule_and_no_lag() -> None:
-    lag = LatencyRecorder()
-    pacer = Pacer(None, lag)
-    before = time.perf_counter_ns()
-    assert pacer.due_ns(7) is None
-    assert pacer.is_due(10**9)
-    assert before <= pacer.stamp(7) <= time.perf_counter_ns()
-    assert len(lag.values_us) == 0
-
-
-async def test_an_http_batch_holds_what_is_due_each_stamped_as_it_joins() -> None:
-    lag = LatencyRecorder()
-    pacer = Pacer(1_000, lag)  # one message a millisecond
-    await asyncio.sleep(0.02)
-    batch = await next_batch(producer_plan(1_000, 1_000), pacer, 0, 500)
-    assert 15 <= len(batch) < 500  # what was due, not a full batch
-    assert [sequence for sequence, _ in batch] == list(range(len(batch)))
-    due = [pacer.due_ns(sequence) for sequence, _ in batch]
-    sent = [sent_ns for _, sent_ns in batch]
-    assert all(sent_ns >= due_ns for due_ns, sent_ns in zip(due, sent, strict=True))
-    assert sent == sorted(sent)
-    assert len(lag.values_us) == len(batch)
-    later = await next_batch(producer_plan(1_000, 1_000), pacer, len(batch), 500)
-    assert later[0][0] == len(batch)
-    assert later[0][1] >= pacer.due_ns(len(batch))
 
 
 class RecordingPublisher:

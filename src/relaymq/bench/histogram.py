@@ -5,7 +5,7 @@ Owns :class:`LatencyRecorder`. On the hot path a latency is one append to an
 :meth:`LatencyRecorder.summary` folds them into an ``hdrhistogram``
 (3 significant digits, 1 us to 1 h) once the measured window is over and
 reads the percentiles the report prints. A paced run's schedule lag (how late
-its producers sent, :class:`relaymq.bench.transports.Pacer`) is kept in one too.
+its producers sent, :class:`relaymq.bench.pacing.Pacer`) is kept in one too.
 """
 
 from __future__ import annotations

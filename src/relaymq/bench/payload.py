@@ -12,7 +12,7 @@ ASCII so that the HTTP API carries it as plain UTF-8 text (no base64), and the
 same bytes travel both protocols. ``sent_ns`` is :func:`time.perf_counter_ns`
 of the bench process as the message is handed to the client (the send call,
 as other broker benchmarks measure). A paced producer's lateness behind its
-schedule is recorded apart, as schedule lag (:class:`relaymq.bench.transports.Pacer`),
+schedule is recorded apart, as schedule lag (:class:`relaymq.bench.pacing.Pacer`),
 so a stalled publisher still shows.
 """
 

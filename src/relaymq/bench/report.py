@@ -123,6 +123,13 @@ def print_memory_warning(server: dict[str, Any], console: Console) -> None:
         )
 
 
+def paced(plan: dict[str, Any]) -> str:
+    """``, even-paced at 2000 msg/s`` for a paced plan, else nothing."""
+    if plan.get("rate_per_second") is None:
+        return ""
+    return f", {plan.get('pacing', 'coarse')}-paced at {plan['rate_per_second']:g} msg/s"
+
+
 def print_report(report: dict[str, Any], console: Console) -> None:
     """The report as tables."""
     plan = report["plan"]
@@ -131,7 +138,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         f"[bold]relaymq bench {report['workload']}[/bold] over {report['protocol']}: "
         f"{plan['producers']} producer(s), {plan['consumers']} consumer(s), "
         f"{plan['message_bytes']}-byte messages, batch {plan['batch_messages']}, "
-        f"linger {plan['linger_ms']} ms, clients on {plan.get('event_loop', 'asyncio')}; "
+        f"linger {plan['linger_ms']} ms, clients on {plan.get('event_loop', 'asyncio')}"
+        f"{paced(plan)}; "
         f"server {server['url']} "
         f"(fsync={server.get('fsync') or 'its own'}{data_on(server)})"
     )

@@ -3,7 +3,8 @@
 Owns the producers and consumers of a run, for each protocol:
 
 * a producer publishes numbered messages (:mod:`relaymq.bench.payload`) with
-  confirms, as fast as it can or paced at a fixed rate (:class:`Pacer`), and
+  confirms, as fast as it can or paced at a fixed rate
+  (:class:`~relaymq.bench.pacing.Pacer`), and
   records every confirm in :class:`~relaymq.bench.verify.Publications` and, when
   paced, how far behind its schedule each message was sent;
 * a consumer receives, accounts (:class:`~relaymq.bench.verify.Deliveries`,
@@ -28,6 +29,7 @@ import msgspec
 
 from relaymq import errors
 from relaymq.bench.histogram import LatencyRecorder
+from relaymq.bench.pacing import Pacer
 from relaymq.bench.payload import decode_payload, encode_payload
 from relaymq.bench.verify import Deliveries, Publications
 from relaymq.client import AsyncClient, RetryPolicy
@@ -35,7 +37,6 @@ from relaymq.client import AsyncClient, RetryPolicy
 SETTLE_EVERY_MESSAGES = 1_024  # how often a producer looks at its oldest futures
 HTTP_FETCH_WAIT_MS = 250
 HTTP_TIMEOUT_SECONDS = 60
-TIMER_GRANULARITY_SECONDS = 0.001  # uvloop's timer and asyncio's epoll timeout unit
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class ProducerPlan:
     deadline: float | None
     rate_per_second: float | None
     run_id: str
+    pacing: str = "even"  # how a paced producer waits (relaymq.bench.pacing)
 
     def finished(self, sequence: int) -> bool:
         """Whether message ``sequence`` is past the plan."""
@@ -112,56 +114,6 @@ class Consumer(Protocol):
     async def close(self) -> None:
         """Close the connection."""
         ...
-
-
-class Pacer:
-    """The schedule of one producer, and the send time stamped into each payload.
-
-    Without a rate every message is due at once. With one, message ``sequence`` is
-    due ``sequence / rate`` seconds after the producer started. A payload carries
-    the time it was handed to the client, not the time it was due: event-loop
-    wake-ups are millisecond-granular (asyncio rounds its epoll timeout up to whole
-    ms, uvloop rounds a timer to the nearest ms), so a paced producer wakes ~0.5-1 ms
-    late, and that is the bench's own
-    lateness, not the broker's. The lateness is kept apart as *schedule lag*
-    instead, so a stalled publisher still shows.
-    """
-
-    def __init__(self, rate_per_second: float | None, schedule_lag: LatencyRecorder) -> None:
-        self.rate_per_second = rate_per_second
-        self.schedule_lag = schedule_lag
-        self.started_ns = time.perf_counter_ns()
-
-    def due_ns(self, sequence: int) -> int | None:
-        """When message ``sequence`` is due (``time.perf_counter_ns``); ``None`` unpaced."""
-        if self.rate_per_second is None:
-            return None
-        return self.started_ns + int(sequence * 1e9 / self.rate_per_second)
-
-    def is_due(self, sequence: int) -> bool:
-        """Whether message ``sequence`` may be sent now."""
-        due = self.due_ns(sequence)
-        return due is None or due <= time.perf_counter_ns()
-
-    async def wait(self, sequence: int) -> None:
-        """Sleep until message ``sequence`` is due."""
-        due = self.due_ns(sequence)
-        if due is None:
-            return
-        # Never before it is due (its schedule lag would be negative), and never by
-        # spinning: uvloop rounds a timer under 0.5 ms down to 0 ms, and a pacer that
-        # retried at once would keep a CPU busy that the broker under test needs.
-        while (delay_ns := due - time.perf_counter_ns()) > 0:
-            await asyncio.sleep(max(delay_ns / 1e9, TIMER_GRANULARITY_SECONDS))
-
-    def stamp(self, sequence: int) -> int:
-        """The ``sent_ns`` of message ``sequence``: now, as it is handed to the client.
-        Records how far behind its schedule that is, in microseconds (paced only)."""
-        sent_ns = time.perf_counter_ns()
-        due = self.due_ns(sequence)
-        if due is not None:
-            self.schedule_lag.record((sent_ns - due) // 1000)
-        return sent_ns
 
 
 def account(
@@ -216,18 +168,18 @@ class WebSocketProducer:
             max_unconfirmed_messages=tuning.max_in_flight_messages,
         )
         pending: collections.deque[tuple[int, asyncio.Future[Any]]] = collections.deque()
-        pacer = Pacer(plan.rate_per_second, schedule_lag)
         sequence, key, subject = 0, plan.key, plan.subject
         try:
-            while not plan.finished(sequence):
-                await pacer.wait(sequence)
-                sent_ns = pacer.stamp(sequence)
-                payload = encode_payload(plan.producer, sequence, sent_ns, tuning.message_bytes)
-                future = await publisher.publish(subject, payload, key=key)
-                pending.append((sequence, future))
-                sequence += 1
-                if len(pending) >= SETTLE_EVERY_MESSAGES:
-                    settle_confirmed(pending, plan.producer, publications, wait=False)
+            with Pacer(plan.rate_per_second, schedule_lag, plan.pacing) as pacer:
+                while not plan.finished(sequence):
+                    await pacer.wait(sequence)
+                    sent_ns = pacer.stamp(sequence)
+                    payload = encode_payload(plan.producer, sequence, sent_ns, tuning.message_bytes)
+                    future = await publisher.publish(subject, payload, key=key)
+                    pending.append((sequence, future))
+                    sequence += 1
+                    if len(pending) >= SETTLE_EVERY_MESSAGES:
+                        settle_confirmed(pending, plan.producer, publications, wait=False)
             await publisher.flush()
         except errors.RelayError:
             pass  # each future holds its own outcome; they are counted below
@@ -353,17 +305,17 @@ class HttpProducer:
         requests = max(1, tuning.max_in_flight_messages // tuning.batch_messages)
         window = asyncio.Semaphore(requests)
         tasks: set[asyncio.Task[None]] = set()
-        pacer = Pacer(plan.rate_per_second, schedule_lag)
         sequence = 0
-        while not plan.finished(sequence):
-            batch = await next_batch(plan, pacer, sequence, tuning.batch_messages)
-            if not batch:
-                break  # the deadline passed between the two looks at it
-            sequence += len(batch)
-            await window.acquire()
-            task = asyncio.create_task(self.post(plan, batch, publications))
-            tasks.add(task)
-            task.add_done_callback(lambda done: (tasks.discard(done), window.release()))
+        with Pacer(plan.rate_per_second, schedule_lag, plan.pacing) as pacer:
+            while not plan.finished(sequence):
+                batch = await next_batch(plan, pacer, sequence, tuning.batch_messages)
+                if not batch:
+                    break  # the deadline passed between the two looks at it
+                sequence += len(batch)
+                await window.acquire()
+                task = asyncio.create_task(self.post(plan, batch, publications))
+                tasks.add(task)
+                task.add_done_callback(lambda done: (tasks.discard(done), window.release()))
         if tasks:
             await asyncio.wait(tasks)
 

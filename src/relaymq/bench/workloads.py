@@ -67,6 +67,7 @@ class BenchPlan:
     backlog: bool = False  # queue only: publish everything first, then consume
     drain_timeout_seconds: float = 10.0
     event_loop: str = "asyncio"  # what the CLI runs the clients on (relaymq.bench.loops)
+    pacing: str = "even"  # how a paced producer waits (relaymq.bench.pacing)
     tuning: Tuning = field(
         default_factory=lambda: Tuning(
             message_bytes=256,
@@ -294,7 +295,9 @@ class Workload:
         await asyncio.gather(
             *(
                 producer.run(
-                    ProducerPlan(number, subject, share, deadline, rate, self.state.run_id),
+                    ProducerPlan(
+                        number, subject, share, deadline, rate, self.state.run_id, self.plan.pacing
+                    ),
                     publications,
                     schedule_lag,
                 )

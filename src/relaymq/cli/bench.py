@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 
 from relaymq.bench.loops import EVENT_LOOPS, default_event_loop, loop_factory
+from relaymq.bench.pacing import PACINGS, default_pacing
 from relaymq.cli.output import Output
 from relaymq.cli.profiles import Target, client_options
 from relaymq.errors import RelayError
@@ -101,6 +102,13 @@ LATENCY_DURATION_SECONDS = 10.0
     default=None,
     help="The clients' event loop  [default: uvloop where installed, else asyncio]",
 )
+@click.option(
+    "--pacing",
+    type=click.Choice(PACINGS),
+    default=None,
+    help="With a rate: even (each message at its own time, sub-millisecond timer) or coarse "
+    "(what is due when the loop's millisecond timer fires)  [default: even on Linux]",
+)
 @click.option("--no-progress", is_flag=True, help="No live progress bar.")
 @client_options
 def bench(target: Target, output: Output, **options: Any) -> None:
@@ -113,6 +121,9 @@ def bench(target: Target, output: Output, **options: Any) -> None:
     if options["data_dir"] is not None and not options["spawn"]:
         raise click.UsageError("--data-dir needs --spawn: an attached server has its own")
     options["event_loop"] = options["event_loop"] or default_event_loop()
+    options["pacing"] = options["pacing"] or default_pacing()
+    if options["pacing"] == "even" and default_pacing() != "even":
+        raise click.UsageError("--pacing even needs Linux (timerfd); use --pacing coarse")
     try:
         loop_factory(options["event_loop"])
     except ValueError as error:
@@ -151,6 +162,7 @@ def bench(target: Target, output: Output, **options: Any) -> None:
         backlog=options["backlog"],
         drain_timeout_seconds=options["drain_timeout"],
         event_loop=options["event_loop"],
+        pacing=options["pacing"],
         tuning=tuning,
     )
     try:
