@@ -171,8 +171,13 @@ class FsyncProcess:
                 for i in range(count)
             ]
             done = self._pending.pop(request, None)
+            others_pending = bool(self._pending)
             if done is not None:
                 done(errnos)
+            if not others_pending:
+                # No other answer can be waiting (a request ``done`` makes cannot have
+                # been answered yet): spare the recv that would only say so.
+                return
 
     def _fail(self, reason: str) -> None:
         """The child is gone: tell every waiting pass (they fall back to threads)."""
