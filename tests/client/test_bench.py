@@ -148,12 +148,7 @@ def test_a_complete_run_reports_its_throughput() -> None:
     assert report["phases"][0]["server_cpu_percent"] == 50.0
 
 
-# -- pacing: what a payload's sent_ns means ------------------------------------------------
-
-
-def producer_plan(messages: int, rate_per_second: float | None) -> ProducerPlan:
-    """A plan for one producer of ``messages``."""
-    return ProducerPlan(0, "subject", messages, None, rate_per_second, "test")
+# -- the clients' event loop, the store's filesystem -----------------------------------------
 
 
 def test_the_clients_event_loop_is_uvloop_where_installed() -> None:
@@ -246,6 +241,14 @@ def bench_text(*arguments: str) -> subprocess.CompletedProcess[str]:
         capture_output=True, text=True, timeout=BENCH_TIMEOUT_SECONDS,
         env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
+
+
+# -- pacing: what a payload's sent_ns means ------------------------------------------------
+
+
+def producer_plan(messages: int, rate_per_second: float | None) -> ProducerPlan:
+    """A plan for one producer of ``messages``."""
+    return ProducerPlan(0, "subject", messages, None, rate_per_second, "test")
 
 
 class RecordingPublisher:

@@ -10,13 +10,14 @@ timer behind the even one:
 * ``coarse`` sleeps on the event loop's own timers, which are whole
   milliseconds: a producer sends what is due when it wakes, 3-4 messages a frame
   at 2,000 msg/s, which is easier on the broker (``docs/performance.md``,
-  finding 27).
+  findings 27 and 28).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import os
 import sys
 import time
@@ -26,6 +27,7 @@ from relaymq.bench.histogram import LatencyRecorder
 
 PACINGS = ("even", "coarse")
 TIMER_GRANULARITY_SECONDS = 0.001  # uvloop's timer and asyncio's epoll timeout unit
+_TFD_TIMER_ABSTIME = 1
 
 
 def default_pacing() -> str:
@@ -41,33 +43,54 @@ class _TimerSpec(ctypes.Structure):
     _fields_ = [("it_interval", _TimeSpec), ("it_value", _TimeSpec)]
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library's ``timerfd_*`` calls (``os.timerfd_create`` is Python 3.13+)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.timerfd_create.restype = ctypes.c_int
+    libc.timerfd_settime.argtypes = [
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.POINTER(_TimerSpec),
+        ctypes.POINTER(_TimerSpec),
+    ]
+    libc.timerfd_settime.restype = ctypes.c_int
+    return libc
+
+
 class SubMillisecondTimer:
     """A one-shot timer with nanosecond resolution on the running event loop.
 
-    A ``timerfd`` (through ``ctypes``: ``os.timerfd_create`` is Python 3.13+)
-    registered once with the loop as a reader; :meth:`sleep_ns` arms it and waits
-    for it to become readable. Costs two system calls per sleep and never spins.
+    A ``timerfd`` on ``CLOCK_MONOTONIC`` (the clock of ``time.perf_counter_ns``)
+    registered once with the loop as a reader; :meth:`sleep_until_ns` arms it for
+    an absolute time and waits for it to become readable. Two system calls per
+    sleep; it never spins. One sleeper at a time.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         if sys.platform != "linux":
-            raise ValueError("--pacing even needs Linux (timerfd); use --pacing coarse")
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        # CLOCK_MONOTONIC is time.perf_counter's clock; TFD_* flags equal the O_* ones.
-        flags = os.O_NONBLOCK | os.O_CLOEXEC
-        descriptor = self._libc.timerfd_create(time.CLOCK_MONOTONIC, flags)
+            raise ValueError("a sub-millisecond timer needs Linux's timerfd")
+        # TFD_NONBLOCK and TFD_CLOEXEC are defined as O_NONBLOCK and O_CLOEXEC.
+        descriptor = _libc().timerfd_create(time.CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
         if descriptor < 0:
             raise OSError(ctypes.get_errno(), "timerfd_create failed")
-        self._descriptor: int = descriptor
+        try:
+            loop.add_reader(descriptor, self._expired)
+        except BaseException:
+            os.close(descriptor)
+            raise
+        self._descriptor = descriptor
         self._loop = loop
         self._waiter: asyncio.Future[None] | None = None
-        loop.add_reader(descriptor, self._expired)
 
-    async def sleep_ns(self, delay_ns: int) -> None:
-        """Sleep ``delay_ns`` nanoseconds (at least 1)."""
-        seconds, nanoseconds = divmod(max(delay_ns, 1), 1_000_000_000)
+    async def sleep_until_ns(self, deadline_ns: int) -> None:
+        """Sleep until ``time.perf_counter_ns()`` reaches ``deadline_ns``."""
+        if self._waiter is not None:
+            raise RuntimeError("the timer already has a sleeper")
+        seconds, nanoseconds = divmod(max(deadline_ns, 1), 1_000_000_000)
         spec = _TimerSpec(_TimeSpec(0, 0), _TimeSpec(seconds, nanoseconds))
-        if self._libc.timerfd_settime(self._descriptor, 0, ctypes.byref(spec), None) < 0:
+        if _libc().timerfd_settime(self._descriptor, _TFD_TIMER_ABSTIME, spec, None) < 0:
             raise OSError(ctypes.get_errno(), "timerfd_settime failed")
         self._waiter = self._loop.create_future()
         try:
@@ -77,16 +100,19 @@ class SubMillisecondTimer:
 
     def _expired(self) -> None:
         try:
-            os.read(self._descriptor, 8)  # the expiration count; reading re-arms readiness
+            os.read(self._descriptor, 8)  # the expiration count; reading clears readiness
         except BlockingIOError:
             return
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     def close(self) -> None:
-        """Stop watching the timer and close it."""
+        """Stop watching the timer and close it (again: nothing)."""
+        if self._descriptor < 0:
+            return
         self._loop.remove_reader(self._descriptor)
         os.close(self._descriptor)
+        self._descriptor = -1
 
 
 class Pacer:
@@ -95,23 +121,24 @@ class Pacer:
     Without a rate every message is due at once. With one, message ``sequence`` is
     due ``sequence / rate`` seconds after the producer started. A payload carries
     the time it was handed to the client, not the time it was due; how late that
-    is goes apart as *schedule lag*, so a stalled publisher still shows. Use it as
-    a context manager inside the running loop (the even timer holds a descriptor).
+    is goes apart as *schedule lag*, so a stalled publisher still shows. Used as a
+    context manager inside the running loop: the even pacer's timer lives in it.
     """
 
     def __init__(
-        self, rate_per_second: float | None, schedule_lag: LatencyRecorder, pacing: str
+        self, rate_per_second: float | None, schedule_lag: LatencyRecorder, pacing: str | None
     ) -> None:
-        if pacing not in PACINGS:
+        if rate_per_second is not None and pacing not in PACINGS:
             raise ValueError(f"unknown pacing {pacing!r}; expected one of {', '.join(PACINGS)}")
         self.rate_per_second = rate_per_second
         self.schedule_lag = schedule_lag
+        self.pacing = pacing
         self.started_ns = time.perf_counter_ns()
         self._timer: SubMillisecondTimer | None = None
-        if rate_per_second is not None and pacing == "even":
-            self._timer = SubMillisecondTimer(asyncio.get_running_loop())
 
     def __enter__(self) -> Pacer:
+        if self.rate_per_second is not None and self.pacing == "even":
+            self._timer = SubMillisecondTimer(asyncio.get_running_loop())
         return self
 
     def __exit__(
@@ -145,7 +172,7 @@ class Pacer:
         # retried at once would keep a CPU busy that the broker under test needs.
         while (delay_ns := due - time.perf_counter_ns()) > 0:
             if self._timer is not None:
-                await self._timer.sleep_ns(delay_ns)
+                await self._timer.sleep_until_ns(due)
             else:
                 await asyncio.sleep(max(delay_ns / 1e9, TIMER_GRANULARITY_SECONDS))
 

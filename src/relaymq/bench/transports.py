@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
@@ -29,7 +29,7 @@ import msgspec
 
 from relaymq import errors
 from relaymq.bench.histogram import LatencyRecorder
-from relaymq.bench.pacing import Pacer
+from relaymq.bench.pacing import Pacer, default_pacing
 from relaymq.bench.payload import decode_payload, encode_payload
 from relaymq.bench.verify import Deliveries, Publications
 from relaymq.client import AsyncClient, RetryPolicy
@@ -71,7 +71,7 @@ class ProducerPlan:
     deadline: float | None
     rate_per_second: float | None
     run_id: str
-    pacing: str = "even"  # how a paced producer waits (relaymq.bench.pacing)
+    pacing: str | None = field(default_factory=default_pacing)  # relaymq.bench.pacing
 
     def finished(self, sequence: int) -> bool:
         """Whether message ``sequence`` is past the plan."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from relaymq import errors
 from relaymq.bench.fsync import FsyncProbe, FsyncWindow
 from relaymq.bench.histogram import LatencyRecorder
+from relaymq.bench.pacing import default_pacing
 from relaymq.bench.server_stats import ServerStats
 from relaymq.bench.transports import (
     Consumer,
@@ -67,7 +68,7 @@ class BenchPlan:
     backlog: bool = False  # queue only: publish everything first, then consume
     drain_timeout_seconds: float = 10.0
     event_loop: str = "asyncio"  # what the CLI runs the clients on (relaymq.bench.loops)
-    pacing: str = "even"  # how a paced producer waits (relaymq.bench.pacing)
+    pacing: str | None = field(default_factory=default_pacing)  # None: not paced
     tuning: Tuning = field(
         default_factory=lambda: Tuning(
             message_bytes=256,

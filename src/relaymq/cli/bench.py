@@ -121,7 +121,6 @@ def bench(target: Target, output: Output, **options: Any) -> None:
     if options["data_dir"] is not None and not options["spawn"]:
         raise click.UsageError("--data-dir needs --spawn: an attached server has its own")
     options["event_loop"] = options["event_loop"] or default_event_loop()
-    options["pacing"] = options["pacing"] or default_pacing()
     if options["pacing"] == "even" and default_pacing() != "even":
         raise click.UsageError("--pacing even needs Linux (timerfd); use --pacing coarse")
     try:
@@ -130,6 +129,9 @@ def bench(target: Target, output: Output, **options: Any) -> None:
         raise click.UsageError(str(error)) from None
     if workload == "tenants":
         from relaymq.bench.tenants import command as tenants
+
+        if options["pacing"] is not None:
+            raise click.UsageError("tenants paces its own publishers; --pacing is for the others")
 
         tenants(target, output, options)  # its own scenario: two tenants and a flood
         return
@@ -149,6 +151,7 @@ def bench(target: Target, output: Output, **options: Any) -> None:
         prefetch_messages=options["prefetch"],
         deliver_batch_messages=options["deliver_batch"],
     )
+    rate = options["rate"] or (LATENCY_RATE_PER_SECOND if latency else None)
     plan = BenchPlan(
         workload=workload,
         protocol=options["protocol"],
@@ -158,11 +161,11 @@ def bench(target: Target, output: Output, **options: Any) -> None:
         partitions=options["partitions"],
         messages=messages,
         duration_seconds=duration,
-        rate_per_second=options["rate"] or (LATENCY_RATE_PER_SECOND if latency else None),
+        rate_per_second=rate,
         backlog=options["backlog"],
         drain_timeout_seconds=options["drain_timeout"],
         event_loop=options["event_loop"],
-        pacing=options["pacing"],
+        pacing=None if rate is None else options["pacing"] or default_pacing(),
         tuning=tuning,
     )
     try:
