@@ -3,7 +3,7 @@
 An idle client pings often enough that a server with a short idle timeout
 keeps its connection; a linger-free publisher's burst shares one frame, sealed
 by the writer; closing the client fails a batch it never sealed instead of
-leaving its futures waiting.
+leaving its futures waiting; a refused handshake raises the server's error.
 """
 
 from __future__ import annotations
@@ -65,3 +65,20 @@ async def test_closing_fails_a_batch_that_was_never_sealed(server_url: str, name
     assert future.done()
     with pytest.raises(errors.ConnectionLost):
         future.result()
+
+
+@pytest.mark.parametrize(
+    ("token", "namespace", "error"),
+    [
+        ("rmq_0000000000000000_" + "B" * 43, "default", errors.Unauthenticated),
+        (TOKEN, "no-such-namespace", errors.NamespaceNotFound),
+    ],
+)
+async def test_a_refused_handshake_raises_the_servers_error(
+    server_url: str, token: str | None, namespace: str, error: type[errors.RelayError]
+) -> None:
+    # The server's refusal carries its error as JSON; websockets hands the body over
+    # as a bytearray.
+    async with relaymq.AsyncClient(server_url, namespace=namespace, token=token) as client:
+        with pytest.raises(error):
+            await client.connect()

@@ -5,7 +5,7 @@ The client recovers by itself: publishes in flight are re-sent with their ids
 confirmed message is consumed (confirmed lost = 0). A message delivered on
 the dead connection cannot be acked (``StaleReceipt``, at once). When the
 server stays away longer than the retry policy allows, callers get
-``ConnectionLost``.
+``ConnectionLost``; when the client's API key is revoked, ``Unauthenticated``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 import relaymq
 from relaymq import errors
-from tests.client.conftest import TOKEN, ServeProcess
+from tests.client.conftest import TOKEN, Api, ServeProcess
 
 MESSAGES = 3_000
 KILL_AFTER_MESSAGES = 1_000
@@ -118,3 +118,21 @@ async def test_connecting_to_nothing_fails_fast() -> None:
         with pytest.raises(errors.ConnectionLost):
             await client.streams.list()
         assert time.monotonic() - started < 5
+
+
+async def test_a_revoked_key_ends_the_clients_subscription_with_unauthenticated(
+    server_url: str, namespace: str, api: Api
+) -> None:
+    grants = [{"role": "publish"}, {"role": "consume"}, {"role": "manage"}]
+    created = api.ok("POST", "/keys", 201, json={"name": "app", "grants": grants})
+    async with relaymq.AsyncClient(
+        server_url, namespace=namespace, token=created["token"], retry=RETRY
+    ) as client:
+        await client.queues.create("revoked")
+        subscription = client.subscribe("revoked")
+        await subscription.open()
+        api.ok("DELETE", f"/keys/{created['id']}")
+        # The server closes the connection; the reconnect is refused for good.
+        with pytest.raises(errors.Unauthenticated):
+            async with asyncio.timeout(10):
+                await anext(subscription)

@@ -6,11 +6,13 @@ here. The attacks: ``alg: none``, algorithm confusion (HS256 signed with the
 RSA public key), a token whose header claims RS256 but is signed with an
 unknown key, expired, ``nbf`` in the future, wrong audience, wrong issuer, no
 ``exp``, unknown ``kid``, tampered payload, tampered signature, a key removed
-from the JWKS (revoked), and a revoked API key.
+from the JWKS (revoked), and a revoked API key. A WebSocket opened with a token
+closes when the token expires.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -24,6 +26,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.server.conftest import AUTH_HEADERS, RunningServer, expect, expect_error, start_server
 
@@ -252,3 +256,17 @@ def test_an_expired_api_key_is_refused(jwt_server: RunningServer) -> None:
     expect(get_stream(jwt_server, created["token"]), 200)
     time.sleep(1.1)
     expect_error(get_stream(jwt_server, created["token"]), 401, "unauthenticated")
+
+
+async def test_a_websocket_opened_with_a_token_closes_when_the_token_expires(
+    jwt_server: RunningServer,
+) -> None:
+    token = jwt.encode(claims(exp=int(time.time()) + 2), HS256_SECRET, algorithm="HS256")
+    url = jwt_server.base_url.replace("http://", "ws://") + f"/v1/namespaces/{NAMESPACE}/ws"
+    headers = {"Authorization": f"Bearer {token}"}
+    async with connect(url, additional_headers=headers) as websocket:
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(5):
+                await websocket.recv()
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "the credential expired")

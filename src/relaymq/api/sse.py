@@ -26,13 +26,14 @@ from fastapi import FastAPI, Header, Query, Request
 from starlette.responses import StreamingResponse
 
 from relaymq import errors
-from relaymq.api.http.auth import AUTHORIZED, counted_connection
+from relaymq.api.http.auth import AUTHORIZED, counted_connection, principal_of, security_of
 from relaymq.api.metrics import OpenConnections, open_connections
 from relaymq.core.message import Message
 from relaymq.core.subjects import SubjectFilter
 from relaymq.protocol.frames import payload_text
 
 if TYPE_CHECKING:
+    from relaymq.auth.sessions import CredentialSession
     from relaymq.broker import Broker
     from relaymq.config import Settings
 
@@ -162,6 +163,11 @@ class StreamTail:
             task = asyncio.create_task(self.read_forever(partition, offset))
             self.tasks.append(task)
 
+    def end(self, error: errors.RelayError) -> None:
+        """Stop reading and make ``error`` the next (and last) item of the queue."""
+        self.stop()
+        self.queue.put_nowait(error)  # stop() emptied it
+
     def stop(self) -> None:
         """Cancel every reader. A reader whose cancellation is swallowed (Python
         3.11's ``asyncio.wait_for`` can do that) still ends: it sees ``stopped``
@@ -198,10 +204,13 @@ async def events(
     tail: StreamTail,
     matches: Callable[[str], bool],
     connections: OpenConnections,
+    credential: Callable[[Callable[[str], None]], CredentialSession],
 ) -> AsyncIterator[bytes]:
     """The event stream: ``message`` events, heartbeat comments, and an
-    ``error`` event when the stream can no longer be read."""
+    ``error`` event when the stream can no longer be read or the credential
+    that opened it no longer holds (``credential(end)`` opens its session)."""
     connections.open("sse")
+    session = credential(lambda reason: tail.end(errors.Unauthenticated(reason)))
     tail.begin()
     positions = dict(tail.start.positions)
     try:
@@ -220,6 +229,7 @@ async def events(
             if chunk:
                 yield chunk
     finally:
+        session.close()
         tail.stop()
         connections.close("sse")
 
@@ -302,7 +312,12 @@ def install(app: FastAPI, broker: Broker, settings: Settings) -> None:
         resume_token = last_event_id_header or last_event_id
         tail = StreamTail(broker, namespace, stream, start_for(chosen, start, resume_token))
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        body = counted_connection(events(tail, matches, connections), request, namespace)
+        principal, sessions = principal_of(request), security_of(request).sessions
+        body = counted_connection(
+            events(tail, matches, connections, lambda end: sessions.open(principal, end)),
+            request,
+            namespace,
+        )
         return StreamingResponse(body, media_type="text/event-stream", headers=headers)
 
     app.add_api_route(

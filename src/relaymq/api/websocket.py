@@ -65,6 +65,7 @@ CLOSE_FRAME_TOO_LARGE = 1009
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_IDLE_TIMEOUT = 4408
+CLOSE_CREDENTIAL_ENDED = 4401  # revoked, new grants or expired: reconnect to authenticate
 
 Encoding = str  # "json" or "msgpack"
 
@@ -434,15 +435,26 @@ class Connection:
     # -- the connection's life ------------------------------------------------------------
 
     async def serve(self) -> None:
-        """Run the reader and the writer until either ends, then clean up."""
+        """Run the reader and the writer until either ends, or the credential that
+        opened the connection no longer holds; then clean up."""
+        ended: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+
+        def end(reason: str) -> None:
+            if not ended.done():
+                ended.set_result((CLOSE_CREDENTIAL_ENDED, reason))
+
+        session = security_of(self.websocket).sessions.open(self.principal, end)
         reader = asyncio.create_task(self.read_forever())
         writer = asyncio.create_task(self.outbox.write_forever())
         try:
-            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({reader, writer, ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            session.close()
             writer.cancel()
             reader.cancel()
             close = await self.outcome(reader)
+            if ended.done():
+                close = ended.result()
             await asyncio.wait({writer})
             if not writer.cancelled() and writer.exception() is not None:
                 logger.debug(

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,10 +143,13 @@ class JwtVerifier:
         """The principal of a valid token; :class:`Unauthenticated` otherwise."""
         try:
             claims = await self.claims(token)
-            return principal_from_claims(claims, self.settings.grants_claim)
+            principal = principal_from_claims(claims, self.settings.grants_claim)
         except (Rejected, jwt.PyJWTError, InvalidArgument) as error:
             logger.debug("JWT refused: %s", error)
             raise Unauthenticated("invalid or expired credentials") from None
+        # Accepted until exp plus the leeway, so a connection it opens lasts as long.
+        expires_at_ms = int((claims["exp"] + self.settings.leeway_seconds) * 1000)
+        return replace(principal, expires_at_ms=expires_at_ms)
 
     async def claims(self, token: str) -> dict[str, Any]:
         """The verified claims of ``token``."""

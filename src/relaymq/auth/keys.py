@@ -60,7 +60,9 @@ class ApiKey:
 
     def principal(self) -> Principal:
         """The identity this key authenticates as."""
-        return Principal(f"key:{self.key_id}", PrincipalKind.API_KEY, self.grants)
+        return Principal(
+            f"key:{self.key_id}", PrincipalKind.API_KEY, self.grants, self.expires_at_ms
+        )
 
     def to_public_dict(self) -> dict[str, Any]:
         """The key as the API shows it (never the salt or digest)."""
@@ -102,9 +104,15 @@ def looks_like_key(token: str) -> bool:
 class ApiKeys:
     """Every API key, indexed by id in memory and persisted in the auth store."""
 
-    def __init__(self, store: AuthStore, clock_ms: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        store: AuthStore,
+        clock_ms: Callable[[], int],
+        changed: Callable[[str, str], None] = lambda principal_id, reason: None,
+    ) -> None:
         self.store = store
         self.clock_ms = clock_ms
+        self.changed = changed  # told (principal id, reason) after a revoke or new grants
         self.by_id: dict[str, ApiKey] = {key.key_id: key for key in store.load_keys()}
 
     # -- authentication --------------------------------------------------------------------
@@ -190,12 +198,14 @@ class ApiKeys:
         if key.revoked_at_ms is None:
             key = dataclasses.replace(key, revoked_at_ms=self.clock_ms())
             await self.save(key)
+            self.changed(key.principal().id, "the API key was revoked")
         return key
 
     async def set_grants(self, namespace: str, key_id: str, grants: Sequence[Grant]) -> ApiKey:
         """Replace a key's grants."""
         key = dataclasses.replace(self.find(namespace, key_id), grants=tuple(grants))
         await self.save(key)
+        self.changed(key.principal().id, "the API key's grants changed")
         return key
 
     async def save(self, key: ApiKey) -> None:

@@ -188,6 +188,8 @@ class Principal:
     id: str
     kind: PrincipalKind
     grants: tuple[Grant, ...] = field(default=())
+    # When the credential stops holding (ms since the epoch); None: never on its own.
+    expires_at_ms: int | None = None
 
     def grants_in(self, namespace: str) -> list[Grant]:
         """The grants that apply in ``namespace``."""

@@ -1,5 +1,6 @@
 """The security services of one server, built from its settings: who is calling
-(API keys, JWTs, anonymous mode), quotas, the audit log, and the first admin key.
+(API keys, JWTs, anonymous mode), the long-lived connections each credential holds
+open, quotas, the audit log, and the first admin key.
 
 :class:`Security` is created by the server next to the broker and handed to
 the adapters (``app.state.security``); authorization itself is
@@ -17,6 +18,7 @@ from relaymq.auth.jwt import JwtSettings, JwtVerifier
 from relaymq.auth.keys import ApiKeys, looks_like_key
 from relaymq.auth.principal import ALL_NAMESPACES, ANONYMOUS, Grant, Principal, Role
 from relaymq.auth.quotas import Quota, Quotas
+from relaymq.auth.sessions import CredentialSessions
 from relaymq.auth.store import AuthStore
 from relaymq.errors import Unauthenticated
 
@@ -67,7 +69,10 @@ class Security:
         self.settings = settings
         self.store = store
         self.anonymous_allowed = settings.auth_mode == "anonymous"
-        self.keys = ApiKeys(store, clock_ms)
+        # Open WebSockets and SSE streams end with their credential (revoked, new
+        # grants, expired): they were authenticated only when they opened.
+        self.sessions = CredentialSessions(clock_ms)
+        self.keys = ApiKeys(store, clock_ms, self.sessions.end)
         self.jwt = JwtVerifier(jwt_settings(settings))
         self.quotas = Quotas(default_quota(settings), store)
         self.audit = AuditLog.in_data_dir(settings.data_dir)

@@ -263,7 +263,10 @@ class Session:
     async def _hello(self, websocket: ClientConnection) -> None:
         """Pin msgpack and read the server's limits."""
         try:
-            await websocket.send(frames.encode_binary(frames.Hello(encoding="msgpack", seq=0)))
+            # A server refusing the connection (no such namespace, too many connections)
+            # sends an error frame and closes; the frame is still there to be read.
+            with contextlib.suppress(ConnectionClosed):
+                await websocket.send(frames.encode_binary(frames.Hello(encoding="msgpack", seq=0)))
             async with asyncio.timeout(self.open_timeout_seconds):
                 frame = frames.decode_server_frame(await websocket.recv())
         except (*TRANSPORT_ERRORS, ConnectionClosed) as exception:

@@ -17,6 +17,7 @@ No other module of the SDK lets a foreign exception through.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -113,8 +114,8 @@ def handshake_error(exception: InvalidStatus) -> errors.RelayError:
     """The error of a refused WebSocket handshake (an HTTP error response)."""
     response = exception.response
     body: Any = None
-    with contextlib.suppress(ValueError):
-        body = httpx.Response(response.status_code, content=response.body or b"").json()
+    with contextlib.suppress(ValueError):  # not JSON (or no body): the status decides
+        body = json.loads(response.body or b"null")
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return error_from_body(body["error"], response.status_code)
     return fallback_class(response.status_code)(

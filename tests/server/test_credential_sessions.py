@@ -1,0 +1,108 @@
+"""Long-lived connections end with their credential: a WebSocket or an SSE stream
+opened with an API key closes when the key is revoked, gets new grants or
+expires (JWTs: ``test_auth_jwt.py``), while everyone else's stay open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.server.conftest import AUTH_HEADERS, Api, RunningServer
+from tests.server.test_auth_adapters import ws_url
+
+CLOSE_CREDENTIAL_ENDED = 4401
+WAIT_SECONDS = 5
+
+
+def new_key(api: Api, **extra: object) -> tuple[str, dict[str, str]]:
+    """A fresh key of the namespace that may publish, consume and read: its id and header."""
+    grants = [{"role": "publish"}, {"role": "consume"}, {"role": "read"}]
+    body = {"name": "worker", "grants": grants, **extra}
+    created = api.ok("POST", "/keys", 201, json=body)
+    return created["id"], {"Authorization": f"Bearer {created['token']}"}
+
+
+async def closed_by_server(websocket: ClientConnection) -> tuple[int | None, str | None]:
+    """Wait (bounded) until the server closes ``websocket``: its close code and reason."""
+    with pytest.raises(ConnectionClosed) as closed:
+        async with asyncio.timeout(WAIT_SECONDS):
+            await websocket.recv()
+    received = closed.value.rcvd
+    return (received.code, received.reason) if received else (None, None)
+
+
+async def still_open(websocket: ClientConnection) -> bool:
+    """Whether ``websocket`` still answers a ping."""
+    async with asyncio.timeout(WAIT_SECONDS):
+        await (await websocket.ping())
+    return True
+
+
+async def test_revoking_a_key_closes_its_websockets_and_no_one_elses(
+    running_server: RunningServer, api: Api
+) -> None:
+    key_id, headers = new_key(api)
+    url = ws_url(running_server, api.namespace)
+    async with (
+        connect(url, additional_headers=headers) as first,
+        connect(url, additional_headers=headers) as second,
+        connect(url, additional_headers=AUTH_HEADERS) as admin,
+    ):
+        assert await still_open(first)
+        api.ok("DELETE", f"/keys/{key_id}")
+        for websocket in (first, second):
+            assert await closed_by_server(websocket) == (
+                CLOSE_CREDENTIAL_ENDED,
+                "the API key was revoked",
+            )
+        assert await still_open(admin)
+
+
+async def test_new_grants_close_a_keys_websocket_and_it_reconnects_with_them(
+    running_server: RunningServer, api: Api
+) -> None:
+    key_id, headers = new_key(api)
+    url = ws_url(running_server, api.namespace)
+    async with connect(url, additional_headers=headers) as websocket:
+        assert await still_open(websocket)
+        api.ok("PUT", f"/keys/{key_id}/grants", json={"grants": [{"role": "read"}]})
+        assert await closed_by_server(websocket) == (
+            CLOSE_CREDENTIAL_ENDED,
+            "the API key's grants changed",
+        )
+    async with connect(url, additional_headers=headers) as again:  # the key still holds
+        assert await still_open(again)
+
+
+async def test_a_websocket_closes_when_its_key_expires(
+    running_server: RunningServer, api: Api
+) -> None:
+    _, headers = new_key(api, expires_in_seconds=1)
+    async with connect(ws_url(running_server, api.namespace), additional_headers=headers) as ws:
+        assert await closed_by_server(ws) == (CLOSE_CREDENTIAL_ENDED, "the credential expired")
+
+
+async def test_revoking_a_key_ends_its_sse_stream_with_an_error_event(
+    running_server: RunningServer, api: Api
+) -> None:
+    api.ok("POST", "/streams", 201, json={"name": "tail"})
+    key_id, headers = new_key(api)
+    url = f"{running_server.base_url}{api.prefix}/streams/tail/events"
+    async with (
+        httpx.AsyncClient(timeout=WAIT_SECONDS) as client,
+        client.stream("GET", url, headers=headers) as response,
+    ):
+        assert response.status_code == 200
+        lines = response.aiter_lines()
+        assert (await anext(lines)).startswith("retry:")
+        api.ok("DELETE", f"/keys/{key_id}")
+        rest = [line async for line in lines]  # the stream ends
+    assert "event: error" in rest
+    data = json.loads(next(line for line in rest if line.startswith("data: "))[6:])
+    assert data["code"] == "unauthenticated"
+    assert data["message"] == "the API key was revoked"
