@@ -261,12 +261,12 @@ def test_an_expired_api_key_is_refused(jwt_server: RunningServer) -> None:
 async def test_a_websocket_opened_with_a_token_closes_when_the_token_expires(
     jwt_server: RunningServer,
 ) -> None:
-    token = jwt.encode(claims(exp=int(time.time()) + 2), HS256_SECRET, algorithm="HS256")
+    token = jwt.encode(claims(exp=int(time.time()) + 3), HS256_SECRET, algorithm="HS256")
     url = jwt_server.base_url.replace("http://", "ws://") + f"/v1/namespaces/{NAMESPACE}/ws"
     headers = {"Authorization": f"Bearer {token}"}
     async with connect(url, additional_headers=headers) as websocket:
         with pytest.raises(ConnectionClosed) as closed:
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(8):
                 await websocket.recv()
     assert closed.value.rcvd is not None
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "the credential expired")

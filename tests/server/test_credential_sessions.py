@@ -36,6 +36,11 @@ async def closed_by_server(websocket: ClientConnection) -> tuple[int | None, str
     return (received.code, received.reason) if received else (None, None)
 
 
+def open_sessions(server: RunningServer, key_id: str) -> int:
+    """How many connections the server holds open for the key."""
+    return server.server.app.state.security.sessions.count(f"key:{key_id}")
+
+
 async def still_open(websocket: ClientConnection) -> bool:
     """Whether ``websocket`` still answers a ping."""
     async with asyncio.timeout(WAIT_SECONDS):
@@ -54,6 +59,7 @@ async def test_revoking_a_key_closes_its_websockets_and_no_one_elses(
         connect(url, additional_headers=AUTH_HEADERS) as admin,
     ):
         assert await still_open(first)
+        assert open_sessions(running_server, key_id) == 2
         api.ok("DELETE", f"/keys/{key_id}")
         for websocket in (first, second):
             assert await closed_by_server(websocket) == (
@@ -61,6 +67,19 @@ async def test_revoking_a_key_closes_its_websockets_and_no_one_elses(
                 "the API key was revoked",
             )
         assert await still_open(admin)
+    assert open_sessions(running_server, key_id) == 0
+
+
+async def test_a_closed_connection_leaves_no_session_behind(
+    running_server: RunningServer, api: Api
+) -> None:
+    key_id, headers = new_key(api)
+    async with connect(ws_url(running_server, api.namespace), additional_headers=headers) as ws:
+        assert await still_open(ws)
+        assert open_sessions(running_server, key_id) == 1
+    async with asyncio.timeout(WAIT_SECONDS):
+        while open_sessions(running_server, key_id):
+            await asyncio.sleep(0.01)
 
 
 async def test_new_grants_close_a_keys_websocket_and_it_reconnects_with_them(
@@ -82,7 +101,7 @@ async def test_new_grants_close_a_keys_websocket_and_it_reconnects_with_them(
 async def test_a_websocket_closes_when_its_key_expires(
     running_server: RunningServer, api: Api
 ) -> None:
-    _, headers = new_key(api, expires_in_seconds=1)
+    _, headers = new_key(api, expires_in_seconds=2)
     async with connect(ws_url(running_server, api.namespace), additional_headers=headers) as ws:
         assert await closed_by_server(ws) == (CLOSE_CREDENTIAL_ENDED, "the credential expired")
 

@@ -209,8 +209,8 @@ async def events(
     """The event stream: ``message`` events, heartbeat comments, and an
     ``error`` event when the stream can no longer be read or the credential
     that opened it no longer holds (``credential(end)`` opens its session)."""
-    connections.open("sse")
     session = credential(lambda reason: tail.end(errors.Unauthenticated(reason)))
+    connections.open("sse")
     tail.begin()
     positions = dict(tail.start.positions)
     try:
@@ -312,9 +312,9 @@ def install(app: FastAPI, broker: Broker, settings: Settings) -> None:
         resume_token = last_event_id_header or last_event_id
         tail = StreamTail(broker, namespace, stream, start_for(chosen, start, resume_token))
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        principal, sessions = principal_of(request), security_of(request).sessions
+        principal, security = principal_of(request), security_of(request)
         body = counted_connection(
-            events(tail, matches, connections, lambda end: sessions.open(principal, end)),
+            events(tail, matches, connections, lambda end: security.open_session(principal, end)),
             request,
             namespace,
         )

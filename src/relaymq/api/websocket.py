@@ -16,7 +16,9 @@ buffer without limit:
 * a subscription never has more unacked messages out than its credit, which
   is at most ``settings.ws_max_credit``;
 * frames are at most ``settings.ws_max_frame_bytes`` (close 1009); a
-  connection silent for ``settings.ws_idle_timeout_seconds`` is closed (4408).
+  connection silent for ``settings.ws_idle_timeout_seconds`` is closed (4408);
+  one whose credential is revoked, regranted or expires is closed (4401,
+  :mod:`relaymq.auth.sessions`).
 """
 
 from __future__ import annotations
@@ -443,7 +445,7 @@ class Connection:
             if not ended.done():
                 ended.set_result((CLOSE_CREDENTIAL_ENDED, reason))
 
-        session = security_of(self.websocket).sessions.open(self.principal, end)
+        session = security_of(self.websocket).open_session(self.principal, end)
         reader = asyncio.create_task(self.read_forever())
         writer = asyncio.create_task(self.outbox.write_forever())
         try:

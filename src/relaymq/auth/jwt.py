@@ -148,7 +148,8 @@ class JwtVerifier:
             logger.debug("JWT refused: %s", error)
             raise Unauthenticated("invalid or expired credentials") from None
         # Accepted until exp plus the leeway, so a connection it opens lasts as long.
-        expires_at_ms = int((claims["exp"] + self.settings.leeway_seconds) * 1000)
+        # PyJWT checks exp as int(exp): an int, a float or a numeric string.
+        expires_at_ms = int(claims["exp"]) * 1000 + int(self.settings.leeway_seconds * 1000)
         return replace(principal, expires_at_ms=expires_at_ms)
 
     async def claims(self, token: str) -> dict[str, Any]:

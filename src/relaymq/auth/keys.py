@@ -35,6 +35,8 @@ SALT_BYTES = 16
 MAX_KEYS = 100_000
 TOKEN_PATTERN = re.compile(r"rmq_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _DUMMY_SALT = secrets.token_bytes(SALT_BYTES)
+REVOKED = "the API key was revoked"
+GRANTS_CHANGED = "the API key's grants changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,9 @@ class ApiKeys:
         self.store = store
         self.clock_ms = clock_ms
         self.changed = changed  # told (principal id, reason) after a revoke or new grants
+        # One change of a key at a time: a revoke racing a grant change must not be
+        # overwritten by the other's save.
+        self._changing = asyncio.Lock()
         self.by_id: dict[str, ApiKey] = {key.key_id: key for key in store.load_keys()}
 
     # -- authentication --------------------------------------------------------------------
@@ -194,19 +199,34 @@ class ApiKeys:
 
     async def revoke(self, namespace: str, key_id: str) -> ApiKey:
         """Revoke a key for good (revoking twice keeps the first time)."""
-        key = self.find(namespace, key_id)
-        if key.revoked_at_ms is None:
-            key = dataclasses.replace(key, revoked_at_ms=self.clock_ms())
-            await self.save(key)
-            self.changed(key.principal().id, "the API key was revoked")
-        return key
+        async with self._changing:
+            key = self.find(namespace, key_id)
+            if key.revoked_at_ms is None:
+                key = dataclasses.replace(key, revoked_at_ms=self.clock_ms())
+                await self.save(key)
+                self.changed(key.principal().id, REVOKED)
+            return key
 
     async def set_grants(self, namespace: str, key_id: str, grants: Sequence[Grant]) -> ApiKey:
-        """Replace a key's grants."""
-        key = dataclasses.replace(self.find(namespace, key_id), grants=tuple(grants))
-        await self.save(key)
-        self.changed(key.principal().id, "the API key's grants changed")
-        return key
+        """Replace a key's grants (the same grants again change nothing)."""
+        async with self._changing:
+            key = self.find(namespace, key_id)
+            if key.grants == tuple(grants):
+                return key
+            key = dataclasses.replace(key, grants=tuple(grants))
+            await self.save(key)
+            self.changed(key.principal().id, GRANTS_CHANGED)
+            return key
+
+    def outdated(self, principal: Principal) -> str | None:
+        """Why ``principal`` (of an API key) no longer stands for its key, if it does
+        not: revoked, or other grants now. ``None`` for other principals."""
+        if principal.kind is not PrincipalKind.API_KEY:
+            return None
+        key = self.by_id.get(principal.id.removeprefix("key:"))
+        if key is None or key.revoked_at_ms is not None:
+            return REVOKED
+        return GRANTS_CHANGED if key.grants != principal.grants else None
 
     async def save(self, key: ApiKey) -> None:
         """Persist, then index."""

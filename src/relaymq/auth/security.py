@@ -9,6 +9,7 @@ the adapters (``app.state.security``); authorization itself is
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -18,7 +19,7 @@ from relaymq.auth.jwt import JwtSettings, JwtVerifier
 from relaymq.auth.keys import ApiKeys, looks_like_key
 from relaymq.auth.principal import ALL_NAMESPACES, ANONYMOUS, Grant, Principal, Role
 from relaymq.auth.quotas import Quota, Quotas
-from relaymq.auth.sessions import CredentialSessions
+from relaymq.auth.sessions import CredentialSession, CredentialSessions
 from relaymq.auth.store import AuthStore
 from relaymq.errors import Unauthenticated
 
@@ -96,6 +97,16 @@ class Security:
         if looks_like_key(token):
             return self.keys.authenticate(token)
         return await self.jwt.verify(token)
+
+    def open_session(self, principal: Principal, end: Callable[[str], None]) -> CredentialSession:
+        """Register a long-lived connection of ``principal`` (see
+        :mod:`relaymq.auth.sessions`). A key revoked or regranted between the
+        connection's authentication and this call ends it at once."""
+        session = self.sessions.open(principal, end)
+        outdated = self.keys.outdated(principal)
+        if outdated is not None:
+            asyncio.get_running_loop().call_soon(session.finish, outdated)
+        return session
 
     async def bootstrap(self) -> str | None:
         """Install ``admin_key`` if configured and new; else, on first start (no
