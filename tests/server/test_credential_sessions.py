@@ -1,6 +1,6 @@
-"""Long-lived connections end with their credential: a WebSocket or an SSE stream
-opened with an API key closes when the key is revoked, gets new grants or
-expires (JWTs: ``test_auth_jwt.py``), while everyone else's stay open."""
+"""Long-lived connections end with their credential: a WebSocket, an SSE stream
+or a waiting long-poll of an API key ends when the key is revoked, gets new
+grants or expires (JWTs: ``test_auth_jwt.py``), while everyone else's stay open."""
 
 from __future__ import annotations
 
@@ -125,3 +125,23 @@ async def test_revoking_a_key_ends_its_sse_stream_with_an_error_event(
     data = json.loads(next(line for line in rest if line.startswith("data: "))[6:])
     assert data["code"] == "unauthenticated"
     assert data["message"] == "the API key was revoked"
+
+
+async def test_revoking_a_key_ends_its_waiting_long_poll(
+    running_server: RunningServer, api: Api
+) -> None:
+    api.ok("POST", "/queues", 201, json={"name": "idle"})
+    key_id, headers = new_key(api)
+    url = f"{running_server.base_url}{api.prefix}/queues/idle/fetch"
+    async with httpx.AsyncClient(timeout=30, headers=headers) as client:
+        waiting = asyncio.create_task(client.post(url, json={"wait_ms": 10_000}))
+        async with asyncio.timeout(WAIT_SECONDS):
+            while not open_sessions(running_server, key_id):  # the long-poll is waiting
+                await asyncio.sleep(0.01)
+        api.ok("DELETE", f"/keys/{key_id}")
+        async with asyncio.timeout(WAIT_SECONDS):
+            response = await waiting
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthenticated"
+    assert response.json()["error"]["message"] == "the API key was revoked"
+    assert open_sessions(running_server, key_id) == 0

@@ -1,9 +1,13 @@
-"""Draining: releasing long-polls as soon as the server starts shutting down.
+"""Long-polls: released as soon as the server starts shutting down, and ended
+when the credential that made them no longer holds.
 
 A long-poll may wait up to ``max_wait_ms``; without this, a shutdown would sit
-out every open long-poll (or cancel it into an error). The server calls
+out every open long-poll (or cancel it into an error), and a revoked key would
+keep waiting (and leasing) until it ran out. The server calls
 :func:`begin_draining` when shutdown begins, and every long-poll runs through
-:func:`unless_draining`, which then returns an empty result at once. Other
+:func:`unless_draining`, which then returns an empty result at once, or raises
+:class:`~relaymq.errors.Unauthenticated` when the caller's key is revoked, gets
+new grants or expires meanwhile (:mod:`relaymq.auth.sessions`). Other
 long-lived responses (SSE) can wait on ``app.state.draining`` the same way.
 
 Cancelling a broker ``fetch`` or ``read_stream`` is safe: they lease or read
@@ -17,6 +21,9 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
+
+from relaymq.api.http.auth import principal_of, security_of
+from relaymq.errors import Unauthenticated
 
 ItemT = TypeVar("ItemT")
 
@@ -34,7 +41,8 @@ def begin_draining(app: FastAPI) -> None:
 async def unless_draining(
     request: Request, wait_ms: int, long_poll: Coroutine[Any, Any, list[ItemT]]
 ) -> list[ItemT]:
-    """Run a long-poll; if the server starts draining first, cancel it and return ``[]``."""
+    """Run a long-poll; if the server starts draining first, cancel it and return ``[]``;
+    if the caller's credential ends first, cancel it and raise ``Unauthenticated``."""
     draining: asyncio.Event = request.app.state.draining
     if wait_ms <= 0:
         return await long_poll
@@ -43,11 +51,20 @@ async def unless_draining(
         return []
     poll = asyncio.ensure_future(long_poll)
     drained = asyncio.ensure_future(draining.wait())
+    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    session = security_of(request).open_session(
+        principal_of(request), lambda reason: ended.done() or ended.set_result(reason)
+    )
     try:
-        await asyncio.wait((poll, drained), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((poll, drained, ended), return_when=asyncio.FIRST_COMPLETED)
     finally:
+        session.close()
         drained.cancel()
         finished = poll.done()
         if not finished:
             poll.cancel()
-    return poll.result() if finished else []
+    if finished:
+        return poll.result()
+    if ended.done():
+        raise Unauthenticated(ended.result())
+    return []
