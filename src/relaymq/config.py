@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     handshake_timeout_seconds: float = Field(
         10, gt=0, description="Longest time to send a request's head (slowloris)."
     )
+    body_timeout_seconds: float = Field(
+        30, gt=0, description="Longest time to send a request's body, after its head."
+    )
     keep_alive_timeout_seconds: float = Field(
         5, gt=0, description="An idle keep-alive HTTP connection is closed after this long."
     )

@@ -103,7 +103,11 @@ class Server:
             host=settings.host,
             port=settings.port,
             loop="none",
-            http=guarded_protocol(settings.handshake_timeout_seconds, settings.max_header_bytes),
+            http=guarded_protocol(
+                settings.handshake_timeout_seconds,
+                settings.max_header_bytes,
+                settings.body_timeout_seconds,
+            ),
             log_config=None,
             access_log=True,
             limit_concurrency=settings.max_connections,

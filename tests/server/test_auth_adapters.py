@@ -3,7 +3,8 @@
 WebSocket: credentials and Origin checked at the handshake, another tenant's
 namespace refused exactly like a nonexistent one, publish and subscribe
 authorized per frame. SSE: authenticated. HTTP: a slow request head is cut
-off (slowloris), an oversize head gets 431, and the probes stay public.
+off (slowloris), a slow body gets 408, an oversize head gets 431, and the
+probes stay public.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def guarded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
     running = start_server(
         Path(tmp_path_factory.mktemp("guarded")),
         handshake_timeout_seconds=1,
+        body_timeout_seconds=1,
         max_header_bytes=4096,
         allowed_origins=["https://app.example"],
     )
@@ -170,6 +172,43 @@ def test_an_oversize_request_head_is_431(guarded_server: RunningServer) -> None:
         answer = sock.recv(1024)
     assert answer.startswith(b"HTTP/1.1 431")
     expect(httpx.get(guarded_server.base_url + "/healthz"), 200)
+
+
+def slow_post(body: bytes, declared_bytes: int) -> bytes:
+    """A request head creating a stream, declaring a body of ``declared_bytes``."""
+    token = AUTH_HEADERS["Authorization"].encode()
+    return (
+        b"POST /v1/namespaces/default/streams HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: " + token + b"\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % declared_bytes
+    ) + body
+
+
+def test_a_slow_request_body_is_408_and_cut_off(guarded_server: RunningServer) -> None:
+    with raw_socket(guarded_server) as sock:
+        sock.sendall(slow_post(b'{"na', 40))  # the head, then a trickle that stops
+        started = time.monotonic()
+        answer = b""
+        while chunk := sock.recv(4096):  # until the server closes the connection
+            answer += chunk
+        assert time.monotonic() - started < 5
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408")
+    error = json.loads(body)["error"]
+    assert error["code"] == "request_timeout"
+    assert error["details"]["limit"] == "body_timeout_seconds"
+
+
+def test_a_body_that_arrived_leaves_no_deadline_on_its_connection(
+    guarded_server: RunningServer,
+) -> None:
+    body = json.dumps({"name": f"paced-{time.monotonic_ns()}"}).encode()
+    with raw_socket(guarded_server) as sock:
+        sock.sendall(slow_post(body, len(body)))
+        assert sock.recv(4096).startswith(b"HTTP/1.1 201")
+        time.sleep(1.5)  # past the body timeout, within the keep-alive timeout
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
 
 
 async def test_keep_alive_requests_still_work(guarded_server: RunningServer) -> None:

@@ -1,14 +1,17 @@
 """The HTTP/1.1 connection protocol the server runs: uvicorn's, plus slowloris limits.
 
 Uvicorn times out idle keep-alive connections but not a client that sends a
-request head one byte a minute, and its fast parser (httptools) has no head
-size limit. :func:`guarded_protocol` builds uvicorn's protocol class with
-both:
+request head or body one byte a minute, and its fast parser (httptools) has no
+head size limit. :func:`guarded_protocol` builds uvicorn's protocol class with
+all three:
 
 * the head (request line and headers) must arrive within
   ``handshake_timeout_seconds`` of the connection opening or of its first
   byte after a keep-alive pause; otherwise the connection is closed;
-* a head over ``max_header_bytes`` is answered ``431`` and the connection closed.
+* a head over ``max_header_bytes`` is answered ``431`` and the connection closed;
+* the body must arrive within ``body_timeout_seconds`` of the head; otherwise
+  the request is answered ``408 request_timeout`` (unless its response has
+  begun) and the connection closed.
 
 WebSocket handshakes are HTTP requests too, so they get the same limits.
 """
@@ -18,7 +21,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from relaymq.errors import RequestTimeout
 
 HEAD_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
@@ -27,11 +33,30 @@ HEAD_TOO_LARGE = (
 )
 
 
+def body_too_slow(body_timeout_seconds: float) -> bytes:
+    """The canned ``408`` of a body that did not arrive in time (an error body as
+    every other error of the API has)."""
+    error = RequestTimeout(
+        f"request body not received within {body_timeout_seconds:g} s",
+        limit="body_timeout_seconds",
+        body_timeout_seconds=body_timeout_seconds,
+    )
+    body = msgspec.json.encode({"error": error.to_dict()})
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+    )
+
+
 class HeadLimits:
-    """Mixin over a uvicorn HTTP protocol: a deadline and a size cap on request heads."""
+    """Mixin over a uvicorn HTTP protocol: a deadline and a size cap on request
+    heads, and a deadline on request bodies."""
 
     handshake_timeout_seconds: float = 10.0
     max_header_bytes: int = 64 * 1024
+    body_timeout_seconds: float = 30.0
+    body_timed_out_response: bytes = b""
+    cycle: Any  # uvicorn's current request-response cycle
 
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
@@ -42,6 +67,7 @@ class HeadLimits:
         self.head_bytes = 0
         self.awaiting_head = True
         self.head_timer: asyncio.TimerHandle | None = None
+        self.body_timer: asyncio.TimerHandle | None = None
         self.arm_head_timer()
 
     def arm_head_timer(self) -> None:
@@ -89,12 +115,31 @@ class HeadLimits:
             self.transport.close()
 
     def on_headers_complete(self) -> None:
-        """The head is in: its deadline no longer applies (a refused head stops here)."""
+        """The head is in: its deadline no longer applies, the body's starts (a
+        refused head stops here)."""
         self.awaiting_head = False
         self.disarm_head_timer()
         if self.head_bytes > self.max_header_bytes:
             return
+        self.body_timer = self.loop.call_later(self.body_timeout_seconds, self.body_timed_out)
         super().on_headers_complete()  # type: ignore[misc]
+
+    def disarm_body_timer(self) -> None:
+        """Stop the body deadline."""
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
+
+    def body_timed_out(self) -> None:
+        """The body did not arrive in time: answer 408 (if nothing was answered yet)
+        and drop the connection; the app's ``receive`` then sees a disconnect."""
+        self.body_timer = None
+        if self.transport.is_closing():
+            return
+        cycle = getattr(self, "cycle", None)
+        if cycle is None or not cycle.response_started:
+            self.transport.write(self.body_timed_out_response)
+        self.transport.close()
 
     def on_body(self, body: bytes) -> None:
         """A refused request's body is ignored."""
@@ -102,7 +147,8 @@ class HeadLimits:
             super().on_body(body)  # type: ignore[misc]
 
     def on_message_complete(self) -> None:
-        """A refused request never reaches the app."""
+        """The body is in (its deadline stops); a refused request never reaches the app."""
+        self.disarm_body_timer()
         if self.head_bytes <= self.max_header_bytes:
             super().on_message_complete()  # type: ignore[misc]
 
@@ -115,10 +161,13 @@ class HeadLimits:
     def connection_lost(self, exc: Exception | None) -> None:
         """No deadline outlives its connection."""
         self.disarm_head_timer()
+        self.disarm_body_timer()
         super().connection_lost(exc)  # type: ignore[misc]
 
 
-def guarded_protocol(handshake_timeout_seconds: float, max_header_bytes: int) -> type[Any]:
+def guarded_protocol(
+    handshake_timeout_seconds: float, max_header_bytes: int, body_timeout_seconds: float
+) -> type[Any]:
     """Uvicorn's HTTP protocol class with :class:`HeadLimits` set to these values."""
     return type(
         "GuardedHttpProtocol",
@@ -126,5 +175,7 @@ def guarded_protocol(handshake_timeout_seconds: float, max_header_bytes: int) ->
         {
             "handshake_timeout_seconds": handshake_timeout_seconds,
             "max_header_bytes": max_header_bytes,
+            "body_timeout_seconds": body_timeout_seconds,
+            "body_timed_out_response": body_too_slow(body_timeout_seconds),
         },
     )
