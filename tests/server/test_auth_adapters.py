@@ -211,6 +211,14 @@ def test_a_body_that_arrived_leaves_no_deadline_on_its_connection(
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
 
 
+async def test_a_websocket_outlives_the_http_deadlines(guarded_server: RunningServer) -> None:
+    url = ws_url(guarded_server, "default")
+    async with connect(url, additional_headers=AUTH_HEADERS) as websocket:
+        await asyncio.sleep(1.5)  # past the head and body timeouts (1 s each)
+        async with asyncio.timeout(5):
+            await (await websocket.ping())
+
+
 async def test_keep_alive_requests_still_work(guarded_server: RunningServer) -> None:
     async with httpx.AsyncClient(base_url=guarded_server.base_url, headers=AUTH_HEADERS) as client:
         for _ in range(3):

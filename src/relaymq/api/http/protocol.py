@@ -158,6 +158,13 @@ class HeadLimits:
         self.head_bytes = 0
         super().on_response_complete()  # type: ignore[misc]
 
+    def handle_websocket_upgrade(self) -> None:
+        """The connection becomes a WebSocket (which has its own idle limit): no HTTP
+        deadline may fire into it later."""
+        self.disarm_head_timer()
+        self.disarm_body_timer()
+        super().handle_websocket_upgrade()  # type: ignore[misc]
+
     def connection_lost(self, exc: Exception | None) -> None:
         """No deadline outlives its connection."""
         self.disarm_head_timer()
