@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -209,6 +210,32 @@ def test_a_body_that_arrived_leaves_no_deadline_on_its_connection(
         time.sleep(1.5)  # past the body timeout, within the keep-alive timeout
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+def test_a_body_waiting_behind_a_pipelined_request_is_not_timed_out(
+    guarded_server: RunningServer,
+) -> None:
+    queue = f"pipelined-{time.monotonic_ns()}"
+    with httpx.Client(base_url=guarded_server.base_url, headers=AUTH_HEADERS) as admin:
+        expect(admin.post("/v1/namespaces/default/queues", json={"name": queue}), 201)
+    fetch = b'{"wait_ms": 2500}'
+    token = AUTH_HEADERS["Authorization"].encode()
+    long_poll = (
+        b"POST /v1/namespaces/default/queues/" + queue.encode() + b"/fetch HTTP/1.1\r\n"
+        b"Host: x\r\nAuthorization: " + token + b"\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(fetch), fetch)
+    )
+    body = json.dumps({"name": f"behind-{time.monotonic_ns()}"}).encode()
+    with raw_socket(guarded_server) as sock:
+        # The second request's head comes at once, its body later than the 1 s body
+        # timeout, but while the server still answers the first and reads nothing.
+        sock.sendall(long_poll + slow_post(body[:3], len(body)))
+        time.sleep(1.5)
+        sock.sendall(body[3:])
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 2 and (chunk := sock.recv(4096)):
+            answers += chunk
+    assert re.findall(rb"HTTP/1\.1 (\d{3})", answers) == [b"200", b"201"]
 
 
 async def test_a_websocket_outlives_the_http_deadlines(guarded_server: RunningServer) -> None:

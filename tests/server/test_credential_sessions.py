@@ -145,3 +145,24 @@ async def test_revoking_a_key_ends_its_waiting_long_poll(
     assert response.json()["error"]["code"] == "unauthenticated"
     assert response.json()["error"]["message"] == "the API key was revoked"
     assert open_sessions(running_server, key_id) == 0
+
+
+async def test_new_grants_release_a_waiting_long_poll_empty(
+    running_server: RunningServer, api: Api
+) -> None:
+    api.ok("POST", "/queues", 201, json={"name": "regranted"})
+    key_id, headers = new_key(api)
+    url = f"{running_server.base_url}{api.prefix}/queues/regranted/fetch"
+    async with httpx.AsyncClient(timeout=30, headers=headers) as client:
+        waiting = asyncio.create_task(client.post(url, json={"wait_ms": 10_000}))
+        async with asyncio.timeout(WAIT_SECONDS):
+            while not open_sessions(running_server, key_id):
+                await asyncio.sleep(0.01)
+        grants = {"grants": [{"role": "consume"}, {"role": "read"}]}
+        api.ok("PUT", f"/keys/{key_id}/grants", json=grants)
+        async with asyncio.timeout(WAIT_SECONDS):
+            response = await waiting
+        assert response.status_code == 200
+        assert response.json() == {"messages": []}
+        # the next poll runs with the new grants, and the key still works
+        assert (await client.post(url, json={"wait_ms": 0})).status_code == 200

@@ -11,7 +11,14 @@ all three:
 * a head over ``max_header_bytes`` is answered ``431`` and the connection closed;
 * the body must arrive within ``body_timeout_seconds`` of the head; otherwise
   the request is answered ``408 request_timeout`` (unless its response has
-  begun) and the connection closed.
+  begun) and the connection closed. Time the server itself holds the body
+  back does not count: while it stopped reading (the app has not taken the
+  buffered body yet, or the request waits behind a pipelined one) or has not
+  sent ``100 Continue``, the deadline starts over.
+
+Built on uvicorn's httptools protocol, whose parser callbacks these hooks are
+(``uvicorn[standard]`` installs httptools; without it the import fails here
+rather than the limits silently not applying).
 
 WebSocket handshakes are HTTP requests too, so they get the same limits.
 """
@@ -22,7 +29,7 @@ import asyncio
 from typing import Any
 
 import msgspec
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from relaymq.errors import RequestTimeout
 
@@ -56,7 +63,9 @@ class HeadLimits:
     max_header_bytes: int = 64 * 1024
     body_timeout_seconds: float = 30.0
     body_timed_out_response: bytes = b""
-    cycle: Any  # uvicorn's current request-response cycle
+    cycle: Any  # uvicorn's newest request-response cycle
+    flow: Any  # uvicorn's read flow control
+    pipeline: Any  # uvicorn's cycles waiting behind the one being answered
 
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
@@ -121,8 +130,14 @@ class HeadLimits:
         self.disarm_head_timer()
         if self.head_bytes > self.max_header_bytes:
             return
-        self.body_timer = self.loop.call_later(self.body_timeout_seconds, self.body_timed_out)
         super().on_headers_complete()  # type: ignore[misc]
+        self.arm_body_timer(self.cycle)
+
+    def arm_body_timer(self, cycle: Any) -> None:
+        """Give ``cycle``'s body ``body_timeout_seconds`` from now."""
+        self.body_timer = self.loop.call_later(
+            self.body_timeout_seconds, self.body_timed_out, cycle
+        )
 
     def disarm_body_timer(self) -> None:
         """Stop the body deadline."""
@@ -130,14 +145,18 @@ class HeadLimits:
             self.body_timer.cancel()
             self.body_timer = None
 
-    def body_timed_out(self) -> None:
+    def body_timed_out(self, cycle: Any) -> None:
         """The body did not arrive in time: answer 408 (if nothing was answered yet)
-        and drop the connection; the app's ``receive`` then sees a disconnect."""
+        and drop the connection; the app's ``receive`` then sees a disconnect. If the
+        server held the body back meanwhile, the deadline starts over instead."""
         self.body_timer = None
         if self.transport.is_closing():
             return
-        cycle = getattr(self, "cycle", None)
-        if cycle is None or not cycle.response_started:
+        queued = any(waiting is cycle for waiting, _ in self.pipeline)
+        if queued or self.flow.read_paused or cycle.waiting_for_100_continue:
+            self.arm_body_timer(cycle)
+            return
+        if not cycle.response_started:
             self.transport.write(self.body_timed_out_response)
         self.transport.close()
 
@@ -178,7 +197,7 @@ def guarded_protocol(
     """Uvicorn's HTTP protocol class with :class:`HeadLimits` set to these values."""
     return type(
         "GuardedHttpProtocol",
-        (HeadLimits, AutoHTTPProtocol),
+        (HeadLimits, HttpToolsProtocol),
         {
             "handshake_timeout_seconds": handshake_timeout_seconds,
             "max_header_bytes": max_header_bytes,
