@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -127,42 +129,48 @@ async def test_revoking_a_key_ends_its_sse_stream_with_an_error_event(
     assert data["message"] == "the API key was revoked"
 
 
-async def test_revoking_a_key_ends_its_waiting_long_poll(
-    running_server: RunningServer, api: Api
-) -> None:
-    api.ok("POST", "/queues", 201, json={"name": "idle"})
+async def answers_around_a_change(
+    server: RunningServer, api: Api, change: Callable[[str], object]
+) -> tuple[httpx.Response, httpx.Response]:
+    """Start a long-poll with a fresh key and ``change(key_id)`` while it waits: the
+    long-poll's answer, and the answer to the key's next poll."""
+    queue = f"idle-{time.monotonic_ns()}"
+    api.ok("POST", "/queues", 201, json={"name": queue})
     key_id, headers = new_key(api)
-    url = f"{running_server.base_url}{api.prefix}/queues/idle/fetch"
+    url = f"{server.base_url}{api.prefix}/queues/{queue}/fetch"
     async with httpx.AsyncClient(timeout=30, headers=headers) as client:
         waiting = asyncio.create_task(client.post(url, json={"wait_ms": 10_000}))
         async with asyncio.timeout(WAIT_SECONDS):
-            while not open_sessions(running_server, key_id):  # the long-poll is waiting
+            while not open_sessions(server, key_id):  # the long-poll is waiting
                 await asyncio.sleep(0.01)
-        api.ok("DELETE", f"/keys/{key_id}")
+        change(key_id)
         async with asyncio.timeout(WAIT_SECONDS):
             response = await waiting
+        next_poll = await client.post(url, json={"wait_ms": 0})
+    assert open_sessions(server, key_id) == 0
+    return response, next_poll
+
+
+async def test_revoking_a_key_ends_its_waiting_long_poll(
+    running_server: RunningServer, api: Api
+) -> None:
+    response, next_poll = await answers_around_a_change(
+        running_server, api, lambda key_id: api.ok("DELETE", f"/keys/{key_id}")
+    )
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "unauthenticated"
     assert response.json()["error"]["message"] == "the API key was revoked"
-    assert open_sessions(running_server, key_id) == 0
+    assert next_poll.status_code == 401
 
 
 async def test_new_grants_release_a_waiting_long_poll_empty(
     running_server: RunningServer, api: Api
 ) -> None:
-    api.ok("POST", "/queues", 201, json={"name": "regranted"})
-    key_id, headers = new_key(api)
-    url = f"{running_server.base_url}{api.prefix}/queues/regranted/fetch"
-    async with httpx.AsyncClient(timeout=30, headers=headers) as client:
-        waiting = asyncio.create_task(client.post(url, json={"wait_ms": 10_000}))
-        async with asyncio.timeout(WAIT_SECONDS):
-            while not open_sessions(running_server, key_id):
-                await asyncio.sleep(0.01)
-        grants = {"grants": [{"role": "consume"}, {"role": "read"}]}
-        api.ok("PUT", f"/keys/{key_id}/grants", json=grants)
-        async with asyncio.timeout(WAIT_SECONDS):
-            response = await waiting
-        assert response.status_code == 200
-        assert response.json() == {"messages": []}
-        # the next poll runs with the new grants, and the key still works
-        assert (await client.post(url, json={"wait_ms": 0})).status_code == 200
+    grants = {"grants": [{"role": "consume"}, {"role": "read"}]}
+    response, next_poll = await answers_around_a_change(
+        running_server, api, lambda key_id: api.ok("PUT", f"/keys/{key_id}/grants", json=grants)
+    )
+    assert response.status_code == 200
+    assert response.json() == {"messages": []}
+    # the next poll runs with the new grants: the key still works
+    assert next_poll.status_code == 200
