@@ -238,6 +238,37 @@ def test_a_body_waiting_behind_a_pipelined_request_is_not_timed_out(
     assert re.findall(rb"HTTP/1\.1 (\d{3})", answers) == [b"200", b"201"]
 
 
+def test_a_pipelined_request_whose_body_comes_late_is_not_cut_off_as_a_head(
+    guarded_server: RunningServer,
+) -> None:
+    queue = f"late-{time.monotonic_ns()}"
+    with httpx.Client(base_url=guarded_server.base_url, headers=AUTH_HEADERS) as admin:
+        expect(admin.post("/v1/namespaces/default/queues", json={"name": queue}), 201)
+    token = AUTH_HEADERS["Authorization"].encode()
+
+    def fetch(wait_ms: int) -> tuple[bytes, bytes]:
+        body = b'{"wait_ms": %d}' % wait_ms
+        head = (
+            b"POST /v1/namespaces/default/queues/" + queue.encode() + b"/fetch HTTP/1.1\r\n"
+            b"Host: x\r\nAuthorization: " + token + b"\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        return head, body
+
+    first_head, first_body = fetch(1_200)
+    second_head, second_body = fetch(2_000)
+    with raw_socket(guarded_server) as sock:
+        # The second request's body comes after the first was answered; the second then
+        # runs longer than the 1 s head timeout, which must not apply to it.
+        sock.sendall(first_head + first_body + second_head)
+        time.sleep(1.4)
+        sock.sendall(second_body)
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 2 and (chunk := sock.recv(4096)):
+            answers += chunk
+    assert re.findall(rb"HTTP/1\.1 (\d{3})", answers) == [b"200", b"200"]
+
+
 async def test_a_websocket_outlives_the_http_deadlines(guarded_server: RunningServer) -> None:
     url = ws_url(guarded_server, "default")
     async with connect(url, additional_headers=AUTH_HEADERS) as websocket:

@@ -172,8 +172,9 @@ class HeadLimits:
             super().on_message_complete()  # type: ignore[misc]
 
     def on_response_complete(self) -> None:
-        """The next head on this connection gets a fresh budget."""
-        self.awaiting_head = True
+        """The next head on this connection gets a fresh budget, unless it is in
+        already (pipelined): the body bytes of that request start no head deadline."""
+        self.awaiting_head = not self.pipeline
         self.head_bytes = 0
         super().on_response_complete()  # type: ignore[misc]
 
