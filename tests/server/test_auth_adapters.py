@@ -175,14 +175,36 @@ def test_an_oversize_request_head_is_431(guarded_server: RunningServer) -> None:
     expect(httpx.get(guarded_server.base_url + "/healthz"), 200)
 
 
-def slow_post(body: bytes, declared_bytes: int) -> bytes:
-    """A request head creating a stream, declaring a body of ``declared_bytes``."""
+def post_head(path: str, declared_bytes: int) -> bytes:
+    """An admin's JSON ``POST`` head for ``path`` under the default namespace."""
     token = AUTH_HEADERS["Authorization"].encode()
     return (
-        b"POST /v1/namespaces/default/streams HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v1/namespaces/default/" + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
         b"Authorization: " + token + b"\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n" % declared_bytes
-    ) + body
+    )
+
+
+def slow_post(body: bytes, declared_bytes: int) -> bytes:
+    """A request creating a stream: its head declaring ``declared_bytes``, then ``body``."""
+    return post_head("streams", declared_bytes) + body
+
+
+def long_poll(server: RunningServer, wait_ms: int) -> tuple[bytes, bytes]:
+    """The head and body of a fetch from a new, empty queue, waiting ``wait_ms``."""
+    queue = f"idle-{time.monotonic_ns()}"
+    with httpx.Client(base_url=server.base_url, headers=AUTH_HEADERS) as admin:
+        expect(admin.post("/v1/namespaces/default/queues", json={"name": queue}), 201)
+    body = b'{"wait_ms": %d}' % wait_ms
+    return post_head(f"queues/{queue}/fetch", len(body)), body
+
+
+def two_statuses(sock: socket.socket) -> list[bytes]:
+    """The status codes of the next two answers on ``sock`` (fewer if it closes)."""
+    answers = b""
+    while answers.count(b"HTTP/1.1 ") < 2 and (chunk := sock.recv(4096)):
+        answers += chunk
+    return re.findall(rb"HTTP/1\.1 (\d{3})", answers)
 
 
 def test_a_slow_request_body_is_408_and_cut_off(guarded_server: RunningServer) -> None:
@@ -215,58 +237,29 @@ def test_a_body_that_arrived_leaves_no_deadline_on_its_connection(
 def test_a_body_waiting_behind_a_pipelined_request_is_not_timed_out(
     guarded_server: RunningServer,
 ) -> None:
-    queue = f"pipelined-{time.monotonic_ns()}"
-    with httpx.Client(base_url=guarded_server.base_url, headers=AUTH_HEADERS) as admin:
-        expect(admin.post("/v1/namespaces/default/queues", json={"name": queue}), 201)
-    fetch = b'{"wait_ms": 2500}'
-    token = AUTH_HEADERS["Authorization"].encode()
-    long_poll = (
-        b"POST /v1/namespaces/default/queues/" + queue.encode() + b"/fetch HTTP/1.1\r\n"
-        b"Host: x\r\nAuthorization: " + token + b"\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(fetch), fetch)
-    )
+    poll_head, poll_body = long_poll(guarded_server, 2_500)
     body = json.dumps({"name": f"behind-{time.monotonic_ns()}"}).encode()
     with raw_socket(guarded_server) as sock:
         # The second request's head comes at once, its body later than the 1 s body
         # timeout, but while the server still answers the first and reads nothing.
-        sock.sendall(long_poll + slow_post(body[:3], len(body)))
+        sock.sendall(poll_head + poll_body + slow_post(body[:3], len(body)))
         time.sleep(1.5)
         sock.sendall(body[3:])
-        answers = b""
-        while answers.count(b"HTTP/1.1 ") < 2 and (chunk := sock.recv(4096)):
-            answers += chunk
-    assert re.findall(rb"HTTP/1\.1 (\d{3})", answers) == [b"200", b"201"]
+        assert two_statuses(sock) == [b"200", b"201"]
 
 
 def test_a_pipelined_request_whose_body_comes_late_is_not_cut_off_as_a_head(
     guarded_server: RunningServer,
 ) -> None:
-    queue = f"late-{time.monotonic_ns()}"
-    with httpx.Client(base_url=guarded_server.base_url, headers=AUTH_HEADERS) as admin:
-        expect(admin.post("/v1/namespaces/default/queues", json={"name": queue}), 201)
-    token = AUTH_HEADERS["Authorization"].encode()
-
-    def fetch(wait_ms: int) -> tuple[bytes, bytes]:
-        body = b'{"wait_ms": %d}' % wait_ms
-        head = (
-            b"POST /v1/namespaces/default/queues/" + queue.encode() + b"/fetch HTTP/1.1\r\n"
-            b"Host: x\r\nAuthorization: " + token + b"\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body)
-        )
-        return head, body
-
-    first_head, first_body = fetch(1_200)
-    second_head, second_body = fetch(2_000)
+    first_head, first_body = long_poll(guarded_server, 1_200)
+    second_head, second_body = long_poll(guarded_server, 2_000)
     with raw_socket(guarded_server) as sock:
         # The second request's body comes after the first was answered; the second then
         # runs longer than the 1 s head timeout, which must not apply to it.
         sock.sendall(first_head + first_body + second_head)
         time.sleep(1.4)
         sock.sendall(second_body)
-        answers = b""
-        while answers.count(b"HTTP/1.1 ") < 2 and (chunk := sock.recv(4096)):
-            answers += chunk
-    assert re.findall(rb"HTTP/1\.1 (\d{3})", answers) == [b"200", b"200"]
+        assert two_statuses(sock) == [b"200", b"200"]
 
 
 async def test_a_websocket_outlives_the_http_deadlines(guarded_server: RunningServer) -> None:
