@@ -56,3 +56,46 @@ async def test_a_notification_during_a_fill_is_not_lost(tmp_path: Path) -> None:
     offsets = sorted(delivery.message.offset for delivery in [*taken, *delivered])
     assert offsets == [0, 1, 2]
     assert delivered
+
+
+async def no_dead_letters(*_: object) -> None:
+    return None
+
+
+async def queue_of(tmp_path: Path, messages: int) -> SubscriptionHandle:
+    """A one-partition stream holding ``messages`` messages and its subscription."""
+    settings = BrokerSettings(data_dir=tmp_path)
+    log = MemoryPartitionLog(0)
+    stream = StreamHandle("default", StreamConfig(name="s", subjects=["s.>"]), 0, [log], settings)
+    await log.append([Message(subject="s.a") for _ in range(messages)])
+    subscription = SubscriptionHandle(
+        SubscriptionConfig(name="q", stream="s"), 0, stream, {}, {}, settings, 1, no_dead_letters
+    )
+    stream.subscriptions["q"] = subscription
+    return subscription
+
+
+async def test_an_ack_with_nothing_deliverable_wakes_no_fetcher(tmp_path: Path) -> None:
+    subscription = await queue_of(tmp_path, 1)
+    [delivery] = await subscription.fetch("A", 10, 0, None, wall_clock_ms)
+    waiting = asyncio.create_task(subscription.fetch("A", 10, 5_000, None, wall_clock_ms))
+    await asyncio.sleep(0.01)
+    version = subscription.signal.version
+    await subscription.settle(
+        [delivery.receipt], subscription.dispatcher.ack, wall_clock_ms, only_frees=True
+    )
+    assert subscription.signal.version == version  # the caught-up fetch slept on
+    waiting.cancel()
+
+
+async def test_an_ack_that_frees_a_consumers_room_wakes_its_fetch(tmp_path: Path) -> None:
+    subscription = await queue_of(tmp_path, 2)
+    [first] = await subscription.fetch("A", 10, 0, 1, wall_clock_ms)
+    waiting = asyncio.create_task(subscription.fetch("A", 10, 5_000, 1, wall_clock_ms))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # at its in-flight limit
+    await subscription.settle(
+        [first.receipt], subscription.dispatcher.ack, wall_clock_ms, only_frees=True
+    )
+    [second] = await asyncio.wait_for(waiting, 1)  # not after its 5 s long-poll ran out
+    assert second.message.offset == 1

@@ -179,11 +179,14 @@ class SubscriptionHandle:
                     raise self._closed_reason
                 return []
             version = self.signal.version  # a notification during the fill is kept
-            await self.fill(max_messages)
+            if self._wants_fill(max_messages):
+                await self.fill(max_messages)
             now_ms = clock_ms()
-            # A dead letter that could not be stored is retried and reported by maintenance.
-            with contextlib.suppress(RelayError):
-                await self.expire(now_ms)
+            next_wakeup_ms = dispatcher.next_wakeup_ms()
+            if next_wakeup_ms is not None and next_wakeup_ms <= now_ms:
+                # A dead letter that could not be stored is retried and reported by maintenance.
+                with contextlib.suppress(RelayError):
+                    await self.expire(now_ms)
             deliveries = dispatcher.take(consumer_id, max_messages, now_ms)
             if deliveries:
                 self._count_deliveries(deliveries)
@@ -201,6 +204,25 @@ class SubscriptionHandle:
         self._dirty = True
         self.delivered_messages += len(deliveries)
         self.delivered_bytes += sum([len(delivery.message.payload) for delivery in deliveries])
+
+    def _wants_fill(self, wanted: int) -> bool:
+        """Whether some partition has readable messages its cursor could take in: the
+        check :meth:`_fill_partition` makes, without the lock and a coroutine per
+        partition on the path of every caught-up fetch."""
+        logs = self.stream.logs
+        for partition, cursor in self.dispatcher.cursors.items():
+            if cursor.read_offset < logs[partition].next_offset and cursor.available() < wanted:
+                return True
+        return False
+
+    def _has_deliverable(self) -> bool:
+        """Whether a waiting fetcher could get something now: a held message ready for
+        delivery, or readable ones no cursor has read yet."""
+        logs = self.stream.logs
+        for partition, cursor in self.dispatcher.cursors.items():
+            if cursor.available() > 0 or cursor.read_offset < logs[partition].next_offset:
+                return True
+        return False
 
     async def fill(self, wanted: int) -> None:
         """Read ahead from each partition log into its cursor, as far as demand and room allow."""
@@ -234,11 +256,16 @@ class SubscriptionHandle:
         receipts: Sequence[str],
         apply: Callable[[str, int], Result],
         clock_ms: Callable[[], int],
+        *,
+        only_frees: bool = False,
     ) -> list[Result | RelayError]:
         """Apply ``apply(receipt, now_ms)`` to each receipt, collecting errors per receipt.
 
         Dead letters returned by ``apply`` are appended to the dead-letter stream
-        before this returns.
+        before this returns. ``only_frees``: ``apply`` can only end leases (an ack),
+        which matters to waiting fetchers only when something is deliverable; they
+        are then left asleep otherwise, where a caught-up consumer's every ack would
+        wake its fetch for nothing.
         """
         now_ms = clock_ms()
         outcomes: list[Result | RelayError] = []
@@ -255,7 +282,8 @@ class SubscriptionHandle:
         self._dirty = True
         if dead_letters:
             await self._dead_letter_sink(self, dead_letters)
-        self.signal.notify()
+        if not only_frees or dead_letters or self._has_deliverable():
+            self.signal.notify()
         return outcomes
 
     async def expire(self, now_ms: int) -> None:
