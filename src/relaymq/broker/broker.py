@@ -662,9 +662,7 @@ class Broker:
         """Acknowledge deliveries; per receipt, ``None`` or the error that applied."""
         handle = self._subscription(namespace, subscription)
         # ``dispatcher.ack`` returns None when applied, so the outcomes are already the answer.
-        return await handle.settle(
-            receipts, handle.dispatcher.ack, self._clock_ms, only_frees=True
-        )
+        return await handle.settle(receipts, handle.dispatcher.ack, self._clock_ms, only_frees=True)
 
     async def nack(
         self,
