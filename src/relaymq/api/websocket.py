@@ -570,12 +570,18 @@ class Connection:
         }
 
     async def publish(self, frame: frames.AnyPublish, encoding: Encoding, size_bytes: int) -> None:
-        """Start a publish; waits (and so stops reading) while the window is full."""
+        """Write a publish now, in the reader's step, and confirm it from a task once
+        durable; waits (and so stops reading) while the window is full."""
         self.authorize_publish(frame)
         messages = frame.broker_messages()
         share = self.window.clamp(len(messages), size_bytes)
         await self.window.acquire(*share)
-        task = start_task(self.publish_and_confirm(frame, messages, encoding, share))
+        try:
+            durable = self.broker.start_publish(self.namespace, messages, stream=frame.stream)
+        except BaseException:
+            self.window.release(*share)
+            raise
+        task = start_task(self.confirm_when_durable(frame, durable, encoding, share))
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
@@ -589,25 +595,27 @@ class Connection:
         for resource in resources:
             enforce(self.principal, Action.PUBLISH, self.namespace, resource)
 
-    async def publish_and_confirm(
+    async def confirm_when_durable(
         self,
         frame: frames.AnyPublish,
-        messages: list[Any],
+        durable: asyncio.Future[list[Any]],
         encoding: Encoding,
         share: tuple[int, int],
     ) -> None:
-        """Publish, then queue its ``confirm`` (or ``error``); the window share is
-        given back only once the reply is queued, so replies cannot pile up."""
+        """Queue a publish's ``confirm`` (or ``error``) once it is durable; the window
+        share is given back only once the reply is queued, so replies cannot pile up."""
         try:
-            reply = await self.published(frame, messages)
+            reply = await self.confirmation(frame, durable)
             await self.send(reply, encoding)
         finally:
             self.window.release(*share)
 
-    async def published(self, frame: frames.AnyPublish, messages: list[Any]) -> frames.ServerFrame:
+    async def confirmation(
+        self, frame: frames.AnyPublish, durable: asyncio.Future[list[Any]]
+    ) -> frames.ServerFrame:
         """The ``confirm`` of a durable publish, or the ``error`` that stopped it."""
         try:
-            results = await self.broker.publish(self.namespace, messages, stream=frame.stream)
+            results = await durable
         except errors.RelayError as error:
             return frames.error_frame(error, seq=frame.seq)
         except Exception:

@@ -9,6 +9,7 @@ no adapter can forget a quota, and the broker stays free of tenancy rules.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,11 +40,17 @@ class QuotaGate:
         self, namespace: str, messages: Sequence[Message], stream: str | None = None
     ) -> Any:
         """Publish within the namespace's rate and storage quotas."""
+        return await self.start_publish(namespace, messages, stream)
+
+    def start_publish(
+        self, namespace: str, messages: Sequence[Message], stream: str | None = None
+    ) -> asyncio.Future[Any]:
+        """:meth:`Broker.start_publish` within the namespace's rate and storage quotas."""
         if self.quotas.meter(namespace).quota.max_stored_bytes:
             self.quotas.check_storage(namespace, self.namespace_bytes(namespace))
         size_bytes = sum(len(message.payload) for message in messages)
         self.quotas.charge_publish(namespace, len(messages), size_bytes)
-        return await self.broker.publish(namespace, messages, stream=stream)
+        return self.broker.start_publish(namespace, messages, stream=stream)
 
     def namespace_bytes(self, namespace: str) -> int:
         """Bytes the namespace stores (recomputed at most once a second)."""

@@ -39,6 +39,7 @@ from relaymq.broker.namespace import Namespace
 from relaymq.broker.settings import BrokerSettings
 from relaymq.broker.stream import StreamHandle
 from relaymq.broker.subscription import SubscriptionHandle, checkpoint_key
+from relaymq.broker.tasks import start_task
 from relaymq.broker.validation import (
     normalized,
     validate_stream_config,
@@ -572,6 +573,19 @@ class Broker:
         The whole batch is checked before anything is appended: one bad message
         rejects the batch.
         """
+        return await self.start_publish(namespace, messages, stream)
+
+    def start_publish(
+        self, namespace: str, messages: Sequence[Message], stream: str | None = None
+    ) -> asyncio.Future[list[PublishResult]]:
+        """:meth:`publish` without the wait: checks the batch (raising what is wrong
+        with it) and writes it before returning; the future resolves once durable.
+
+        An adapter that must go on reading while a publish becomes durable calls
+        this from its reader, so the write happens in the step that read the frame,
+        not a loop trip later in a task of its own. Cancelling the future only stops
+        the waiting.
+        """
         self._check_open()
         if len(messages) > self.settings.max_batch_messages:
             raise BatchTooLarge(
@@ -580,13 +594,16 @@ class Broker:
                 size=len(messages),
             )
         if not messages:
-            return []
+            loop = asyncio.get_running_loop()
+            nothing: asyncio.Future[list[PublishResult]] = loop.create_future()
+            nothing.set_result([])
+            return nothing
         groups = self._route(self._namespace(namespace), messages, stream)
         now_ms = self._clock_ms()
         if len(groups) == 1:
             [(target, _)] = groups.items()
-            return await target.append(messages, now_ms)
-        return await self._publish_groups(groups, messages, now_ms)
+            return target.start_append(messages, now_ms)
+        return start_task(self._publish_groups(groups, messages, now_ms))
 
     def _route(
         self, space: Namespace, messages: Sequence[Message], stream_name: str | None

@@ -2,14 +2,15 @@
 per-message limits and schema, and the wake-up of its subscriptions.
 
 The broker owns one :class:`StreamHandle` per stream. Appends go through
-:meth:`StreamHandle.append`, which returns only once the store made the
-messages durable (as its fsync policy promises).
+:meth:`StreamHandle.start_append`, which writes at once and whose future resolves
+only once the store made the messages durable (as its fsync policy promises).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,8 @@ from relaymq.store.base import PartitionLog, RetentionLimits
 if TYPE_CHECKING:
     from relaymq.broker.subscription import SubscriptionHandle
 
+logger = logging.getLogger("relaymq.broker")
+
 # How far back a restart re-reads a partition to rebuild the dedup window.
 DEDUP_REBUILD_BATCH = 1_000
 
@@ -57,11 +60,24 @@ def compile_schema(schema: dict[str, Any] | None) -> Callable[[Any], Any] | None
         raise InvalidConfig(f"invalid JSON Schema: {error}", field="json_schema") from None
 
 
-def _failure(task: asyncio.Future[None]) -> BaseException | None:
-    """How a finished append task failed (``None``: it succeeded)."""
-    if task.cancelled():
-        return asyncio.CancelledError()
-    return task.exception()
+class _AppendJoin:
+    """The partitions of one append call still being made durable, and the first
+    error among them; ``finished`` hears once the last one is done."""
+
+    __slots__ = ("error", "finished", "remaining")
+
+    def __init__(self, partitions: int, finished: Callable[[BaseException | None], None]) -> None:
+        self.remaining = partitions
+        self.error: BaseException | None = None
+        self.finished = finished
+
+    def done(self, error: BaseException | None) -> None:
+        """One partition is done (``None``: durable)."""
+        if error is not None and self.error is None:
+            self.error = error
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.finished(self.error)
 
 
 class StreamHandle:
@@ -176,18 +192,33 @@ class StreamHandle:
             subscription.signal.notify()
 
     async def append(self, messages: Sequence[Message], now_ms: int) -> list[PublishResult]:
-        """Append messages (already checked) and return where each landed, once durable.
+        """Append messages (already checked) and return where each landed, once durable
+        (:meth:`start_append`, awaited)."""
+        return await self.start_append(messages, now_ms)
+
+    def start_append(
+        self, messages: Sequence[Message], now_ms: int
+    ) -> asyncio.Future[list[PublishResult]]:
+        """Append messages (already checked): written before this returns; the future
+        tells where each landed once durable.
+
+        The write does not depend on the caller: once written, records may become
+        durable even if the caller goes away (a closed connection, a shutdown), so
+        their ids are remembered, their subscriptions told and the ids' waiters
+        released from the store's completion, with no task in between; cancelling
+        the future only stops the waiting.
 
         A message whose id was seen within the dedup window is not appended again:
         its result points at the original with ``duplicate=True``. When one
         partition's append fails the call fails; a retry with the same message ids
         is safe, because the ones that did land come back as duplicates.
         """
+        loop = asyncio.get_running_loop()
         results: list[PublishResult | None] = [None] * len(messages)
         batches: dict[int, list[tuple[int, Message]]] = defaultdict(list)
         waits: list[tuple[int, str, asyncio.Future[None]]] = []
         owned: list[str] = []
-        claim: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        claim: asyncio.Future[None] = loop.create_future()
         for index, message in enumerate(messages):
             message.timestamp_ms = now_ms
             if message.id is not None:
@@ -195,15 +226,36 @@ class StreamHandle:
                     continue
                 owned.append(message.id)
             batches[self._partitioner.choose(message.key)].append((index, message))
+        written: asyncio.Future[list[PublishResult]] = loop.create_future()
         if batches:
-            # Once written, records may become durable even if the caller goes away (a
-            # closed connection, a shutdown): the write runs to its end on its own, and
-            # its ids are remembered and its waiters told however the caller fares.
-            work = start_task(self._append_batches(batches, results, now_ms))
-            work.add_done_callback(lambda done: self._release_ids(owned, claim, _failure(done)))
-            await asyncio.shield(work)
+            try:
+                for partition, batch in batches.items():
+                    self._check_capacity(partition, batch)
+            except BaseException as error:
+                self._release_ids(owned, claim, error)
+                raise
+            join = _AppendJoin(
+                len(batches), lambda error: self._written(owned, claim, written, results, error)
+            )
+            for partition, batch in batches.items():
+                self._write_partition(partition, batch, results, now_ms, join)
         else:
             self._release_ids(owned, claim, None)
+            written.set_result(results)  # type: ignore[arg-type]
+        if waits:
+            return start_task(self._with_duplicates(written, results, waits, now_ms))
+        return written
+
+    async def _with_duplicates(
+        self,
+        written: asyncio.Future[list[PublishResult]],
+        results: list[PublishResult | None],
+        waits: list[tuple[int, str, asyncio.Future[None]]],
+        now_ms: int,
+    ) -> list[PublishResult]:
+        """The results once this call's own appends and the calls that held some of its
+        ids (in flight when it came) are done."""
+        await written
         for index, message_id, waiter in waits:
             with contextlib.suppress(StorageFull):
                 await waiter
@@ -253,34 +305,40 @@ class StreamHandle:
         else:
             claim.set_result(None)
 
-    async def _append_batches(
-        self,
-        batches: dict[int, list[tuple[int, Message]]],
-        results: list[PublishResult | None],
-        now_ms: int,
-    ) -> None:
-        for partition, batch in batches.items():
-            self._check_capacity(partition, batch)
-        if len(batches) == 1:
-            [(partition, batch)] = batches.items()
-            await self._append_partition(partition, batch, results, now_ms)
-            return
-        await asyncio.gather(
-            *(
-                self._append_partition(partition, batch, results, now_ms)
-                for partition, batch in batches.items()
-            )
-        )
-
-    async def _append_partition(
+    def _write_partition(
         self,
         partition: int,
         batch: list[tuple[int, Message]],
         results: list[PublishResult | None],
         now_ms: int,
+        join: _AppendJoin,
     ) -> None:
+        """Write one partition's share of a call; ``join`` hears when it is durable."""
         appended = [message for _, message in batch]
-        await self.logs[partition].append(appended)
+
+        def durable(error: BaseException | None) -> None:
+            if error is None:
+                try:
+                    self._landed(partition, batch, appended, results, now_ms)
+                except Exception as failure:  # a bug: the caller must still hear
+                    logger.exception("recording an append of %r failed", self.name)
+                    error = failure
+            join.done(error)
+
+        try:
+            self.logs[partition].start_append(appended, durable)
+        except Exception as error:  # nothing of it was written
+            join.done(error)
+
+    def _landed(
+        self,
+        partition: int,
+        batch: list[tuple[int, Message]],
+        appended: list[Message],
+        results: list[PublishResult | None],
+        now_ms: int,
+    ) -> None:
+        """Record a durable append: results, ids, counters, and the subscriptions."""
         name = self.name
         payload_bytes = 0
         for index, message in batch:
@@ -293,6 +351,23 @@ class StreamHandle:
         self.signal.notify()
         for subscription in self.subscriptions.values():
             subscription.on_append(partition, appended)
+
+    def _written(
+        self,
+        owned: list[str],
+        claim: asyncio.Future[None],
+        written: asyncio.Future[list[PublishResult]],
+        results: list[PublishResult | None],
+        error: BaseException | None,
+    ) -> None:
+        """Every partition of a call is done: release its ids and tell its caller."""
+        self._release_ids(owned, claim, error)
+        if written.done():  # the caller stopped waiting
+            return
+        if error is not None:
+            written.set_exception(error)
+        else:
+            written.set_result(results)  # type: ignore[arg-type]
 
     def _check_capacity(self, partition: int, batch: list[tuple[int, Message]]) -> None:
         """Under ``discard=new`` a full stream rejects publishes instead of dropping old data."""

@@ -8,23 +8,29 @@ Two roles, kept apart so a backend can play either or both:
   definitions) and cursor checkpoints (opaque bytes).
 
 :class:`AppendListeners` is the one implementation of
-:meth:`PartitionLog.watch_appends` every log shares.
+:meth:`PartitionLog.watch_appends` every log shares, and :func:`wait_for_append`
+the one :meth:`PartitionLog.append` (``start_append``, awaited).
 
 Every implementation passes the conformance suite in ``tests/store``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from relaymq.core.message import Message
 
 logger = logging.getLogger("relaymq.store")
+
+# What an append hears once it is done: ``None`` when durable, else the error to raise.
+Durable = Callable[[BaseException | None], None]
 
 
 class FsyncPolicy(enum.StrEnum):
@@ -84,6 +90,14 @@ class PartitionLog(Protocol):
         the messages are readable. Raises :class:`relaymq.errors.StorageFull`
         when the disk is full; nothing of a failed call becomes visible.
         """
+        ...
+
+    def start_append(self, messages: Sequence[Message], durable: Durable) -> int:
+        """:meth:`append` without the wait: writes now and returns the first offset;
+        ``durable`` is called on the event loop (perhaps before this returns) with
+        ``None`` once the messages are durable and readable, or with the error that
+        failed them. An append that cannot start raises, and ``durable`` is never
+        called. The write goes on to its end whatever becomes of the caller."""
         ...
 
     def watch_appends(self, listener: Callable[[], None]) -> Callable[[], None]:
@@ -170,6 +184,25 @@ class MetadataStore(Protocol):
     async def close(self) -> None:
         """Flush and close."""
         ...
+
+
+async def wait_for_append(log: PartitionLog, messages: Sequence[Message]) -> int:
+    """``log.start_append(messages)`` awaited: the first offset once durable. A
+    cancelled caller stops waiting; the append goes on."""
+    waiter: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+    first_offset = log.start_append(messages, partial(settle_waiter, waiter))
+    error = await waiter
+    if error is not None:
+        raise error
+    return first_offset
+
+
+def settle_waiter(
+    waiter: asyncio.Future[BaseException | None], error: BaseException | None
+) -> None:
+    """Tell a waiting append its outcome (unless it stopped waiting)."""
+    if not waiter.done():
+        waiter.set_result(error)
 
 
 class AppendListeners:

@@ -38,9 +38,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
-from relaymq.store.base import FsyncPolicy
+from relaymq.store.base import Durable, FsyncPolicy, settle_waiter
 from relaymq.store.local.fsync_process import MAX_KEYS, FsyncProcess, errno_error
 
 logger = logging.getLogger("relaymq.store")
@@ -121,7 +122,7 @@ class GroupCommitter:
         self._idle_threads = 0
         self._threads_lock = threading.Lock()
         # batch: appends waiting for the next pass, per log; and whether a pass runs.
-        self._waiting: dict[Syncable, list[asyncio.Future[BaseException | None]]] = {}
+        self._waiting: dict[Syncable, list[Durable]] = {}
         self._batch_running = False
         # Passes that must not overlap others of their log (always, sync_now): per log
         # with one in flight, the callbacks of the passes queued behind it.
@@ -137,23 +138,18 @@ class GroupCommitter:
             if self._process is not None:
                 self._process.attach()
 
-    async def commit(self, log: Syncable) -> None:
-        """Return once everything ``log`` has written so far is fsynced (per the policy).
-
-        Raises what the log's ``finish_sync`` chose (e.g. ``StorageFull``) if the pass
-        covering this call failed for ``log``. A cancelled caller stops waiting; its
-        pass still runs to the end (and unpins its files).
-        """
-        waiter: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+    def schedule(self, log: Syncable, durable: Durable) -> None:
+        """Call ``durable`` once everything ``log`` has written so far is fsynced (per
+        the policy): from the pass's completion on the event loop, with ``None``, or
+        with what the log's ``finish_sync`` chose (e.g. ``StorageFull``) if the pass
+        failed for ``log``. No task or future in between: an append's caller resumes
+        one loop step after its pass, however many callbacks are ready."""
         if self.policy is FsyncPolicy.ALWAYS:
-            self._run_serial(log, _resolver(waiter, log))
+            self._run_serial(log, lambda results: _tell(durable, results[log]))
         else:
-            self._waiting.setdefault(log, []).append(waiter)
+            self._waiting.setdefault(log, []).append(durable)
             if not self._batch_running:
                 self._start_batch()
-        error = await waiter
-        if error is not None:
-            raise error
 
     async def sync_now(self, logs: list[Syncable]) -> None:
         """One pass over ``logs`` whatever the policy (close and shutdown use it). It is
@@ -162,7 +158,7 @@ class GroupCommitter:
         waiters: list[tuple[Syncable, asyncio.Future[BaseException | None]]] = []
         for log in logs:
             waiter: asyncio.Future[BaseException | None] = loop.create_future()
-            self._waiting.setdefault(log, []).append(waiter)
+            self._waiting.setdefault(log, []).append(partial(settle_waiter, waiter))
             waiters.append((log, waiter))
         if not self._batch_running:
             self._start_batch()
@@ -195,17 +191,14 @@ class GroupCommitter:
         self._batch_running = True
         self._launch(list(waiting), lambda results: self._batch_done(waiting, results))
 
-    def _batch_done(
-        self,
-        waiting: dict[Syncable, list[asyncio.Future[BaseException | None]]],
-        results: Results,
-    ) -> None:
+    def _batch_done(self, waiting: dict[Syncable, list[Durable]], results: Results) -> None:
         self._batch_running = False
         if self._waiting:
             self._start_batch()  # appends that wrote meanwhile: the next pass, at once
         for log, waiters in waiting.items():
-            for waiter in waiters:
-                _resolve(waiter, results[log])
+            error = results[log]
+            for durable in waiters:
+                _tell(durable, error)
         self._wake_idle_waiters()
 
     # -- passes one at a time per log (always) ---------------------------------------------
@@ -364,12 +357,9 @@ class GroupCommitter:
                 waiter.set_result(None)
 
 
-def _resolver(waiter: asyncio.Future[BaseException | None], log: Syncable) -> PassDone:
-    """The callback that tells ``waiter`` the outcome of ``log`` in its pass."""
-    return lambda results: _resolve(waiter, results[log])
-
-
-def _resolve(waiter: asyncio.Future[BaseException | None], error: BaseException | None) -> None:
-    """Tell one waiting append its pass's outcome (unless it stopped waiting)."""
-    if not waiter.done():
-        waiter.set_result(error)
+def _tell(durable: Durable, error: BaseException | None) -> None:
+    """Tell one waiting append its pass's outcome; its bug must not stop the others."""
+    try:
+        durable(error)
+    except Exception:
+        logger.exception("an append's completion failed")

@@ -27,7 +27,14 @@ from pathlib import Path
 
 from relaymq.core.message import Message
 from relaymq.errors import CorruptRecord, StorageFull, StoreClosed
-from relaymq.store.base import AppendListeners, FsyncPolicy, PartitionStats, RetentionLimits
+from relaymq.store.base import (
+    AppendListeners,
+    Durable,
+    FsyncPolicy,
+    PartitionStats,
+    RetentionLimits,
+    wait_for_append,
+)
 from relaymq.store.local import record
 from relaymq.store.local.commit import GroupCommitter
 from relaymq.store.local.recent import RecentMessages
@@ -154,20 +161,30 @@ class LocalPartitionLog:
     # -- appending ---------------------------------------------------------------------------
 
     async def append(self, messages: Sequence[Message]) -> int:
-        """Append ``messages`` in order (one write) and return the first one's offset.
+        """Append ``messages`` in order (one write) and return the first one's offset,
+        once the records are as durable as the fsync policy promises, and readable
+        (:meth:`start_append`, awaited)."""
+        return await wait_for_append(self, messages)
 
-        Returns once the records are as durable as the fsync policy promises, and
-        readable. Raises :class:`StorageFull` when the disk is full; nothing of a failed
-        call is left on disk or becomes visible.
+    def start_append(self, messages: Sequence[Message], durable: Durable) -> int:
+        """Write ``messages`` in order (one write) now and return the first one's offset.
+
+        ``durable`` is called on the event loop once the records are as durable as
+        the fsync policy promises, and readable: with ``None``, or with
+        :class:`StorageFull` when the disk is full (nothing of the call is then left
+        on disk or becomes visible). Under ``fsync=never`` it is called before this
+        returns. A write that cannot start raises instead, and ``durable`` is never
+        called.
         """
         self._check_open()
         if self._closing:
             raise StoreClosed(f"partition log {self.directory} is closing")
+        first_offset = self._next_offset
         if not messages:
-            return self._next_offset
+            durable(None)
+            return first_offset
         self._guard.check()
         self._roll_if_full()
-        first_offset = self._next_offset
         for position, message in enumerate(messages):
             message.partition = self.partition
             message.offset = first_offset + position
@@ -180,15 +197,23 @@ class LocalPartitionLog:
         self._recent.add(messages, record.frame_sizes(batch))
         end_offset = first_offset + len(messages)
         self._next_offset = end_offset
+        first_timestamp_ms = messages[0].timestamp_ms
         if self._settings.fsync is FsyncPolicy.NEVER:
             self._publish(self._active, self._active.size_bytes, end_offset)
             self._listeners.tell()
-        else:
-            generation = self._generation
-            await self._committer.commit(self)
-            if self._was_rolled_back(generation, end_offset):
-                raise StorageFull("the disk is full; the append was rolled back")
-        self._note_first_timestamp(first_offset, messages[0].timestamp_ms)
+            self._note_first_timestamp(first_offset, first_timestamp_ms)
+            durable(None)
+            return first_offset
+        generation = self._generation
+
+        def synced(error: BaseException | None) -> None:
+            if error is None and self._was_rolled_back(generation, end_offset):
+                error = StorageFull("the disk is full; the append was rolled back")
+            if error is None:
+                self._note_first_timestamp(first_offset, first_timestamp_ms)
+            durable(error)
+
+        self._committer.schedule(self, synced)
         return first_offset
 
     def watch_appends(self, listener: Callable[[], None]) -> Callable[[], None]:
