@@ -31,6 +31,7 @@ from fastapi import FastAPI
 from relaymq.api.app import create_app
 from relaymq.api.http.draining import begin_draining
 from relaymq.api.http.protocol import guarded_protocol
+from relaymq.api.websocket_protocol import ReadAheadWebSocketProtocol
 from relaymq.auth.security import Security
 from relaymq.broker import Broker
 from relaymq.config import Settings
@@ -113,9 +114,10 @@ class Server:
             limit_concurrency=settings.max_connections,
             timeout_keep_alive=max(1, round(settings.keep_alive_timeout_seconds)),
             timeout_graceful_shutdown=round(settings.shutdown_timeout_seconds),
-            # Pinned (uvicorn >= 0.50 picks it for "auto" too): one parse and a direct
-            # transport write per frame, with write flow control (uvicorn >= 0.52.1).
-            ws="websockets-sansio",
+            # Uvicorn's sans-I/O implementation (what it picks for "auto" since 0.50): one
+            # parse and a direct transport write per frame, with write flow control
+            # (uvicorn >= 0.52.1); ours reads ahead a few small messages.
+            ws=ReadAheadWebSocketProtocol,
             ws_max_size=settings.ws_max_frame_bytes,
             h11_max_incomplete_event_size=settings.max_header_bytes,
             server_header=False,

@@ -355,7 +355,7 @@ class IdleWatchdog:
 
     async def receive(self, websocket: WebSocket) -> dict[str, Any]:
         """``websocket.receive()``, or :class:`IdleTimeout` once the timeout passed."""
-        task = asyncio.current_task()
+        task = asyncio.current_task(self.loop)  # with the loop: no lookup (getpid on 3.11)
         self.waiting = task
         self.last_frame = self.loop.time()  # time spent busy elsewhere was not idle
         try:
