@@ -18,8 +18,9 @@ needs only ``fdatasync`` of active segments goes to the fsync worker process
 (:mod:`.fsync_process`: no GIL to win back from a busy event loop); any other
 pass, and every pass when there is no worker, goes to up to
 ``PARALLEL_FSYNCS`` threads (fsyncs of different files overlap on the device).
-Either way one callback comes back to the loop and resolves the waiting
-appends directly (no executor futures, tasks or ``gather`` in between).
+Either way one callback comes back to the loop and calls each waiting append's
+``durable`` callback directly (:meth:`GroupCommitter.schedule`: no executor
+futures, tasks or ``gather`` in between).
 
 The partition side of a pass is :class:`Syncable`: ``prepare_sync`` (event loop,
 snapshot what is written and pin the files), ``datasync_target`` (whether the
