@@ -299,3 +299,30 @@ async def test_a_cancelled_publish_that_lands_is_still_deduplicated(broker: Brok
     [retry] = await broker.publish("default", orders(1, id="order-1"))
     assert retry.duplicate
     assert broker.stream_info("default", "orders").messages == 1
+
+
+async def test_a_cancelled_duplicate_leaves_the_original_and_other_duplicates_whole(
+    broker: Broker,
+) -> None:
+    await broker.create_stream("default", StreamConfig(name="orders", subjects=["orders.>"]))
+    original = broker.start_publish("default", orders(1, id="order-1"))
+    gone = broker.start_publish("default", orders(1, id="order-1"))  # waits for the original
+    other = broker.start_publish("default", orders(1, id="order-1"))
+    await asyncio.sleep(0)
+    gone.cancel()  # its client went away while the original was in flight
+    [first] = await asyncio.wait_for(original, 5)
+    [again] = await asyncio.wait_for(other, 5)
+    assert not first.duplicate
+    assert again.duplicate and again.offset == first.offset
+    assert broker.stream_info("default", "orders").messages == 1
+
+
+async def test_publishes_are_written_in_call_order_across_streams(broker: Broker) -> None:
+    await broker.create_stream("default", StreamConfig(name="eu", subjects=["eu.>"]))
+    await broker.create_stream("default", StreamConfig(name="us", subjects=["us.>"]))
+    spread = broker.start_publish(
+        "default", [Message(subject="eu.a", key="k"), Message(subject="us.a", key="k")]
+    )
+    after = broker.start_publish("default", [Message(subject="eu.a", key="k")])
+    [eu_first, _us], [eu_second] = await asyncio.gather(spread, after)
+    assert eu_first.offset < eu_second.offset  # per-key order is the order of the calls

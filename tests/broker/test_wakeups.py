@@ -4,6 +4,7 @@ it was still looking (suspended in a slow read of another partition)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -85,7 +86,10 @@ async def test_an_ack_with_nothing_deliverable_wakes_no_fetcher(tmp_path: Path) 
         [delivery.receipt], subscription.dispatcher.ack, wall_clock_ms, only_frees=True
     )
     assert subscription.signal.version == version  # the caught-up fetch slept on
+    assert not waiting.done()
     waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
 
 
 async def test_an_ack_that_frees_a_consumers_room_wakes_its_fetch(tmp_path: Path) -> None:

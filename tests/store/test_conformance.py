@@ -7,6 +7,7 @@ its capability flags (``durable``, ``exact_retention``) instead of skipping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -168,6 +169,46 @@ async def test_concurrent_appends_keep_call_order_and_unique_offsets(store: Stor
             positions = [payload_position(stored[offset]) for offset in offsets]
             first = task * 1000 + call * 10
             assert positions == list(range(first, first + 10))
+
+
+async def test_start_append_writes_now_and_tells_once_when_readable(store: StoreHarness) -> None:
+    await store.open()
+    log = await open_log(store)
+    told: list[tuple[BaseException | None, int]] = []  # (outcome, readable end then)
+    messages = make_batch(0, 3)
+    first = log.start_append(messages, lambda error: told.append((error, log.next_offset)))
+    assert first == 0
+    assert [message.offset for message in messages] == [0, 1, 2]  # offsets assigned at once
+    for _ in range(200):
+        if told:
+            break
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)  # and never a second time
+    assert told == [(None, 3)]
+    assert len(await read_all(log)) == 3
+
+
+async def test_start_append_that_cannot_start_raises_and_never_tells(store: StoreHarness) -> None:
+    await store.open()
+    log = await open_log(store)
+    await log.close()
+    told: list[BaseException | None] = []
+    with pytest.raises(StoreClosed):
+        log.start_append(make_batch(0, 1), told.append)
+    await asyncio.sleep(0.05)
+    assert told == []
+
+
+async def test_a_cancelled_append_still_lands(store: StoreHarness) -> None:
+    await store.open()
+    log = await open_log(store)
+    appending = asyncio.ensure_future(log.append(make_batch(0, 2)))
+    await asyncio.sleep(0)  # written; waiting for its sync
+    appending.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await appending
+    await log.append(make_batch(2, 1))
+    assert [payload_position(message) for message in await read_all(log)] == [0, 1, 2]
 
 
 # -- reads ---------------------------------------------------------------------------------

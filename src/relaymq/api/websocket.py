@@ -417,7 +417,7 @@ class Connection:
         self.outbox = Outbox(websocket)
         self.window = PublishWindow(MAX_PUBLISHING_MESSAGES, MAX_PUBLISHING_BYTES)
         self.subscribers: dict[str, Subscriber] = {}
-        self.background: set[asyncio.Task[None]] = set()  # publishes, releases
+        self.background: set[asyncio.Task[None]] = set()  # confirms, releases
         self.pinned_encoding: Encoding | None = None
         self.fetch_wait_ms = min(FETCH_WAIT_MS, settings.max_wait_ms)
         self.handlers: dict[type, Callable[[Any, Encoding, int], Awaitable[None]]] = {

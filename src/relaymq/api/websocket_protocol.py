@@ -11,8 +11,9 @@ and ack frames), for no backpressure a small queue does not give as well.
 :data:`READ_AHEAD_MESSAGES` messages wait for the app and each is at most
 :data:`READ_AHEAD_MESSAGE_BYTES`; beyond that it pauses exactly as uvicorn does (and
 uvicorn resumes once the app emptied the queue). So a client that publishes faster
-than the server reads still stops being read, and a connection still holds at most
-a few dozen kilobytes of read-ahead next to one large message.
+than the server reads still stops being read, and the read-ahead adds at most
+15 x 4 KiB = 60 KiB to what a connection holds: no more than uvicorn itself queues
+when one 64 KiB read of the socket holds many small frames.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 READ_AHEAD_MESSAGES = 16
-READ_AHEAD_MESSAGE_BYTES = 16 * 1024
+READ_AHEAD_MESSAGE_BYTES = 4 * 1024
 
 
 class ReadAheadWebSocketProtocol(WebSocketsSansIOProtocol):

@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from relaymq.broker.catalog import STREAM_KIND, SUBSCRIPTION_KIND, Catalog
 from relaymq.broker.deadletters import ORIGIN_SUBSCRIPTION, dead_letter_message, redriven_message
@@ -39,7 +40,6 @@ from relaymq.broker.namespace import Namespace
 from relaymq.broker.settings import BrokerSettings
 from relaymq.broker.stream import StreamHandle
 from relaymq.broker.subscription import SubscriptionHandle, checkpoint_key
-from relaymq.broker.tasks import start_task
 from relaymq.broker.validation import (
     normalized,
     validate_stream_config,
@@ -80,6 +80,13 @@ REDRIVE_BATCH = 100
 def wall_clock_ms() -> int:
     """Milliseconds since the Unix epoch."""
     return time.time_ns() // 1_000_000
+
+
+def _retrieve(future: asyncio.Future[object]) -> BaseException | None:
+    """How a finished future failed (``None``: it succeeded), marking it retrieved."""
+    if future.cancelled():
+        return asyncio.CancelledError()
+    return future.exception()
 
 
 class Broker:
@@ -583,8 +590,9 @@ class Broker:
 
         An adapter that must go on reading while a publish becomes durable calls
         this from its reader, so the write happens in the step that read the frame,
-        not a loop trip later in a task of its own. Cancelling the future only stops
-        the waiting.
+        not a loop trip later in a task of its own, and in the order of the frames
+        (a publish spread over several streams too). Cancelling the future only
+        stops the waiting.
         """
         self._check_open()
         if len(messages) > self.settings.max_batch_messages:
@@ -603,7 +611,7 @@ class Broker:
         if len(groups) == 1:
             [(target, _)] = groups.items()
             return target.start_append(messages, now_ms)
-        return start_task(self._publish_groups(groups, messages, now_ms))
+        return self._start_groups(groups, messages, now_ms)
 
     def _route(
         self, space: Namespace, messages: Sequence[Message], stream_name: str | None
@@ -627,23 +635,44 @@ class Broker:
             groups.setdefault(target, []).append(index)
         return groups
 
-    async def _publish_groups(
+    def _start_groups(
         self,
         groups: dict[StreamHandle, list[int]],
         messages: Sequence[Message],
         now_ms: int,
-    ) -> list[PublishResult]:
+    ) -> asyncio.Future[list[PublishResult]]:
+        """A publish spread over several streams: every stream's share is written now,
+        in order with the connection's other publishes; the future resolves once all
+        are durable, or with the first failure."""
+        started: list[tuple[list[int], asyncio.Future[list[PublishResult]]]] = []
+        try:
+            for target, indexes in groups.items():
+                share = [messages[index] for index in indexes]
+                started.append((indexes, target.start_append(share, now_ms)))
+        except BaseException:
+            for _, appending in started:  # they go on; nobody waits for them now
+                appending.add_done_callback(_retrieve)
+            raise
+        outcome: asyncio.Future[list[PublishResult]] = asyncio.get_running_loop().create_future()
         results: list[PublishResult | None] = [None] * len(messages)
-        outcomes = await asyncio.gather(
-            *(
-                target.append([messages[i] for i in indexes], now_ms)
-                for target, indexes in groups.items()
-            )
-        )
-        for indexes, group_results in zip(groups.values(), outcomes, strict=True):
-            for index, result in zip(indexes, group_results, strict=True):
+        remaining = len(started)
+
+        def share_done(indexes: list[int], appending: asyncio.Future[list[PublishResult]]) -> None:
+            nonlocal remaining
+            remaining -= 1
+            error = _retrieve(appending)
+            if error is not None:
+                if not outcome.done():
+                    outcome.set_exception(error)
+                return
+            for index, result in zip(indexes, appending.result(), strict=True):
                 results[index] = result
-        return results  # type: ignore[return-value]
+            if remaining == 0 and not outcome.done():
+                outcome.set_result(results)  # type: ignore[arg-type]
+
+        for indexes, appending in started:
+            appending.add_done_callback(partial(share_done, indexes))
+        return outcome
 
     # -- consume ----------------------------------------------------------------------------
 

@@ -226,7 +226,7 @@ class StreamHandle:
                     continue
                 owned.append(message.id)
             batches[self._partitioner.choose(message.key)].append((index, message))
-        written: asyncio.Future[list[PublishResult]] = loop.create_future()
+        outcome: asyncio.Future[list[PublishResult]] = loop.create_future()
         if batches:
             try:
                 for partition, batch in batches.items():
@@ -235,30 +235,32 @@ class StreamHandle:
                 self._release_ids(owned, claim, error)
                 raise
             join = _AppendJoin(
-                len(batches), lambda error: self._written(owned, claim, written, results, error)
+                len(batches), lambda error: self._finished(owned, claim, outcome, results, error)
             )
             for partition, batch in batches.items():
                 self._write_partition(partition, batch, results, now_ms, join)
         else:
             self._release_ids(owned, claim, None)
-            written.set_result(results)  # type: ignore[arg-type]
+            outcome.set_result(results)  # type: ignore[arg-type]
         if waits:
-            return start_task(self._with_duplicates(written, results, waits, now_ms))
-        return written
+            return start_task(self._with_duplicates(outcome, results, waits, now_ms))
+        return outcome
 
     async def _with_duplicates(
         self,
-        written: asyncio.Future[list[PublishResult]],
+        outcome: asyncio.Future[list[PublishResult]],
         results: list[PublishResult | None],
         waits: list[tuple[int, str, asyncio.Future[None]]],
         now_ms: int,
     ) -> list[PublishResult]:
         """The results once this call's own appends and the calls that held some of its
         ids (in flight when it came) are done."""
-        await written
+        await outcome
         for index, message_id, waiter in waits:
             with contextlib.suppress(StorageFull):
-                await waiter
+                # Shielded: the claim is the other call's, shared by all its waiters, and
+                # this caller's cancellation must not cancel it under them.
+                await asyncio.shield(waiter)
             # Even when the original call failed, this id may have landed (another
             # partition of that call): the dedup window is the truth.
             location = self._dedup.lookup(message_id, now_ms)
@@ -299,6 +301,8 @@ class StreamHandle:
         pending_ids = self._pending_ids
         for message_id in message_ids:
             del pending_ids[message_id]
+        if claim.done():
+            return
         if error is not None:
             claim.set_exception(StorageFull("the original publish failed"))
             claim.exception()  # nobody may be waiting; mark it retrieved
@@ -313,10 +317,16 @@ class StreamHandle:
         now_ms: int,
         join: _AppendJoin,
     ) -> None:
-        """Write one partition's share of a call; ``join`` hears when it is durable."""
+        """Write one partition's share of a call; ``join`` hears once when it is durable
+        or failed."""
         appended = [message for _, message in batch]
+        told = False
 
-        def durable(error: BaseException | None) -> None:
+        def partition_done(error: BaseException | None) -> None:
+            nonlocal told
+            if told:
+                return
+            told = True
             if error is None:
                 try:
                     self._landed(partition, batch, appended, results, now_ms)
@@ -326,9 +336,9 @@ class StreamHandle:
             join.done(error)
 
         try:
-            self.logs[partition].start_append(appended, durable)
-        except Exception as error:  # nothing of it was written
-            join.done(error)
+            self.logs[partition].start_append(appended, partition_done)
+        except Exception as error:  # the append did not go through (or a bug after it)
+            partition_done(error)
 
     def _landed(
         self,
@@ -352,22 +362,23 @@ class StreamHandle:
         for subscription in self.subscriptions.values():
             subscription.on_append(partition, appended)
 
-    def _written(
+    def _finished(
         self,
         owned: list[str],
         claim: asyncio.Future[None],
-        written: asyncio.Future[list[PublishResult]],
+        outcome: asyncio.Future[list[PublishResult]],
         results: list[PublishResult | None],
         error: BaseException | None,
     ) -> None:
         """Every partition of a call is done: release its ids and tell its caller."""
-        self._release_ids(owned, claim, error)
-        if written.done():  # the caller stopped waiting
-            return
-        if error is not None:
-            written.set_exception(error)
-        else:
-            written.set_result(results)  # type: ignore[arg-type]
+        try:
+            self._release_ids(owned, claim, error)
+        finally:
+            if not outcome.done():  # else the caller stopped waiting
+                if error is not None:
+                    outcome.set_exception(error)
+                else:
+                    outcome.set_result(results)  # type: ignore[arg-type]
 
     def _check_capacity(self, partition: int, batch: list[tuple[int, Message]]) -> None:
         """Under ``discard=new`` a full stream rejects publishes instead of dropping old data."""

@@ -205,24 +205,25 @@ class SubscriptionHandle:
         self.delivered_messages += len(deliveries)
         self.delivered_bytes += sum([len(delivery.message.payload) for delivery in deliveries])
 
+    def _unread(self, partition: int, cursor: PartitionCursor) -> bool:
+        """Whether the partition's log has readable messages the cursor has not read."""
+        return cursor.read_offset < self.stream.logs[partition].next_offset
+
     def _wants_fill(self, wanted: int) -> bool:
-        """Whether some partition has readable messages its cursor could take in: the
-        check :meth:`_fill_partition` makes, without the lock and a coroutine per
-        partition on the path of every caught-up fetch."""
-        logs = self.stream.logs
-        for partition, cursor in self.dispatcher.cursors.items():
-            if cursor.read_offset < logs[partition].next_offset and cursor.available() < wanted:
-                return True
-        return False
+        """Whether :meth:`fill` would read anything: checked without its lock and a
+        coroutine per partition, on the path of every caught-up fetch."""
+        return any(
+            cursor.available() < wanted and self._unread(partition, cursor)
+            for partition, cursor in self.dispatcher.cursors.items()
+        )
 
     def _has_deliverable(self) -> bool:
         """Whether a waiting fetcher could get something now: a held message ready for
         delivery, or readable ones no cursor has read yet."""
-        logs = self.stream.logs
-        for partition, cursor in self.dispatcher.cursors.items():
-            if cursor.available() > 0 or cursor.read_offset < logs[partition].next_offset:
-                return True
-        return False
+        return any(
+            cursor.available() > 0 or self._unread(partition, cursor)
+            for partition, cursor in self.dispatcher.cursors.items()
+        )
 
     async def fill(self, wanted: int) -> None:
         """Read ahead from each partition log into its cursor, as far as demand and room allow."""
@@ -231,10 +232,10 @@ class SubscriptionHandle:
                 await self._fill_partition(partition, cursor, wanted)
 
     async def _fill_partition(self, partition: int, cursor: PartitionCursor, wanted: int) -> None:
+        if cursor.available() >= wanted or not self._unread(partition, cursor):
+            return
         log = self.stream.logs[partition]
         start = cursor.read_offset
-        if start >= log.next_offset or cursor.available() >= wanted:
-            return
         room = cursor.room()
         if room <= 0:
             return

@@ -30,7 +30,7 @@ from relaymq.core.message import Message
 logger = logging.getLogger("relaymq.store")
 
 # What an append hears once it is done: ``None`` when durable, else the error to raise.
-Durable = Callable[[BaseException | None], None]
+AppendDone = Callable[[BaseException | None], None]
 
 
 class FsyncPolicy(enum.StrEnum):
@@ -92,11 +92,11 @@ class PartitionLog(Protocol):
         """
         ...
 
-    def start_append(self, messages: Sequence[Message], durable: Durable) -> int:
+    def start_append(self, messages: Sequence[Message], done: AppendDone) -> int:
         """:meth:`append` without the wait: writes now and returns the first offset;
-        ``durable`` is called on the event loop (perhaps before this returns) with
+        ``done`` is called on the event loop (perhaps before this returns) with
         ``None`` once the messages are durable and readable, or with the error that
-        failed them. An append that cannot start raises, and ``durable`` is never
+        failed them. An append that cannot start raises, and ``done`` is never
         called. The write goes on to its end whatever becomes of the caller."""
         ...
 

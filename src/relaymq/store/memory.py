@@ -16,8 +16,8 @@ from typing import Any
 from relaymq.core.message import Message
 from relaymq.errors import InvalidArgument, StoreClosed
 from relaymq.store.base import (
+    AppendDone,
     AppendListeners,
-    Durable,
     PartitionStats,
     RetentionLimits,
     wait_for_append,
@@ -53,9 +53,9 @@ class MemoryPartitionLog:
         """Append ``messages`` in order and return the first one's offset."""
         return await wait_for_append(self, messages)
 
-    def start_append(self, messages: Sequence[Message], durable: Durable) -> int:
+    def start_append(self, messages: Sequence[Message], done: AppendDone) -> int:
         """Append ``messages`` in order and return the first one's offset; readable at
-        once, so ``durable`` is called before this returns."""
+        once, so ``done`` is called before this returns."""
         self._check_open()
         first_offset = self.next_offset
         for position, message in enumerate(messages):
@@ -65,7 +65,7 @@ class MemoryPartitionLog:
             self._messages.append(copy.copy(message))
             self._bytes += message.size_bytes()
         self._listeners.tell()
-        durable(None)
+        done(None)
         return first_offset
 
     def watch_appends(self, listener: Callable[[], None]) -> Callable[[], None]:

@@ -19,7 +19,7 @@ needs only ``fdatasync`` of active segments goes to the fsync worker process
 pass, and every pass when there is no worker, goes to up to
 ``PARALLEL_FSYNCS`` threads (fsyncs of different files overlap on the device).
 Either way one callback comes back to the loop and calls each waiting append's
-``durable`` callback directly (:meth:`GroupCommitter.schedule`: no executor
+``done`` callback directly (:meth:`GroupCommitter.schedule`: no executor
 futures, tasks or ``gather`` in between).
 
 The partition side of a pass is :class:`Syncable`: ``prepare_sync`` (event loop,
@@ -42,7 +42,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
 
-from relaymq.store.base import Durable, FsyncPolicy, settle_waiter
+from relaymq.store.base import AppendDone, FsyncPolicy, settle_waiter
 from relaymq.store.local.fsync_process import MAX_KEYS, FsyncProcess, errno_error
 
 logger = logging.getLogger("relaymq.store")
@@ -123,7 +123,7 @@ class GroupCommitter:
         self._idle_threads = 0
         self._threads_lock = threading.Lock()
         # batch: appends waiting for the next pass, per log; and whether a pass runs.
-        self._waiting: dict[Syncable, list[Durable]] = {}
+        self._waiting: dict[Syncable, list[AppendDone]] = {}
         self._batch_running = False
         # Passes that must not overlap others of their log (always, sync_now): per log
         # with one in flight, the callbacks of the passes queued behind it.
@@ -139,16 +139,16 @@ class GroupCommitter:
             if self._process is not None:
                 self._process.attach()
 
-    def schedule(self, log: Syncable, durable: Durable) -> None:
-        """Call ``durable`` once everything ``log`` has written so far is fsynced (per
+    def schedule(self, log: Syncable, done: AppendDone) -> None:
+        """Call ``done`` once everything ``log`` has written so far is fsynced (per
         the policy): from the pass's completion on the event loop, with ``None``, or
         with what the log's ``finish_sync`` chose (e.g. ``StorageFull``) if the pass
         failed for ``log``. No task or future in between: an append's caller resumes
         one loop step after its pass, however many callbacks are ready."""
         if self.policy is FsyncPolicy.ALWAYS:
-            self._run_serial(log, lambda results: _tell(durable, results[log]))
+            self._run_serial(log, lambda results: _tell(done, results[log]))
         else:
-            self._waiting.setdefault(log, []).append(durable)
+            self._waiting.setdefault(log, []).append(done)
             if not self._batch_running:
                 self._start_batch()
 
@@ -192,14 +192,14 @@ class GroupCommitter:
         self._batch_running = True
         self._launch(list(waiting), lambda results: self._batch_done(waiting, results))
 
-    def _batch_done(self, waiting: dict[Syncable, list[Durable]], results: Results) -> None:
+    def _batch_done(self, waiting: dict[Syncable, list[AppendDone]], results: Results) -> None:
         self._batch_running = False
         if self._waiting:
             self._start_batch()  # appends that wrote meanwhile: the next pass, at once
         for log, waiters in waiting.items():
             error = results[log]
-            for durable in waiters:
-                _tell(durable, error)
+            for done in waiters:
+                _tell(done, error)
         self._wake_idle_waiters()
 
     # -- passes one at a time per log (always) ---------------------------------------------
@@ -358,9 +358,9 @@ class GroupCommitter:
                 waiter.set_result(None)
 
 
-def _tell(durable: Durable, error: BaseException | None) -> None:
+def _tell(done: AppendDone, error: BaseException | None) -> None:
     """Tell one waiting append its pass's outcome; its bug must not stop the others."""
     try:
-        durable(error)
+        done(error)
     except Exception:
         logger.exception("an append's completion failed")

@@ -28,8 +28,8 @@ from pathlib import Path
 from relaymq.core.message import Message
 from relaymq.errors import CorruptRecord, StorageFull, StoreClosed
 from relaymq.store.base import (
+    AppendDone,
     AppendListeners,
-    Durable,
     FsyncPolicy,
     PartitionStats,
     RetentionLimits,
@@ -166,22 +166,22 @@ class LocalPartitionLog:
         (:meth:`start_append`, awaited)."""
         return await wait_for_append(self, messages)
 
-    def start_append(self, messages: Sequence[Message], durable: Durable) -> int:
+    def start_append(self, messages: Sequence[Message], done: AppendDone) -> int:
         """Write ``messages`` in order (one write) now and return the first one's offset.
 
-        ``durable`` is called on the event loop once the records are as durable as
-        the fsync policy promises, and readable: with ``None``, or with
-        :class:`StorageFull` when the disk is full (nothing of the call is then left
-        on disk or becomes visible). Under ``fsync=never`` it is called before this
-        returns. A write that cannot start raises instead, and ``durable`` is never
-        called.
+        ``done`` is called on the event loop once the records are as durable as
+        the fsync policy promises, and readable: with ``None``, or with the error
+        that failed them (:class:`StorageFull` when the disk is full; nothing of the
+        call is then left on disk or becomes visible). Under ``fsync=never`` it is
+        called before this returns. A write that cannot start raises instead, and
+        ``done`` is never called.
         """
         self._check_open()
         if self._closing:
             raise StoreClosed(f"partition log {self.directory} is closing")
         first_offset = self._next_offset
         if not messages:
-            durable(None)
+            done(None)
             return first_offset
         self._guard.check()
         self._roll_if_full()
@@ -202,7 +202,7 @@ class LocalPartitionLog:
             self._publish(self._active, self._active.size_bytes, end_offset)
             self._listeners.tell()
             self._note_first_timestamp(first_offset, first_timestamp_ms)
-            durable(None)
+            done(None)
             return first_offset
         generation = self._generation
 
@@ -211,7 +211,7 @@ class LocalPartitionLog:
                 error = StorageFull("the disk is full; the append was rolled back")
             if error is None:
                 self._note_first_timestamp(first_offset, first_timestamp_ms)
-            durable(error)
+            done(error)
 
         self._committer.schedule(self, synced)
         return first_offset
