@@ -4,6 +4,7 @@ dedup, retention, restart, and typed errors for bad calls."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -326,3 +327,24 @@ async def test_publishes_are_written_in_call_order_across_streams(broker: Broker
     after = broker.start_publish("default", [Message(subject="eu.a", key="k")])
     [eu_first, _us], [eu_second] = await asyncio.gather(spread, after)
     assert eu_first.offset < eu_second.offset  # per-key order is the order of the calls
+
+
+async def test_a_publish_over_streams_with_a_full_one_fails_and_keeps_what_it_wrote(
+    broker: Broker,
+) -> None:
+    await broker.create_stream("default", StreamConfig(name="eu", subjects=["eu.>"]))
+    await broker.create_stream(
+        "default", StreamConfig(name="us", subjects=["us.>"], max_messages=1, discard="new")
+    )
+    await broker.publish("default", [Message(subject="us.a")])  # "us" is full
+    unretrieved: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: unretrieved.append(context))
+    spread = [Message(subject="eu.a", id="m-1"), Message(subject="us.a", id="m-2")]
+    with pytest.raises(StorageFull):
+        broker.start_publish("default", spread)
+    await asyncio.sleep(0.05)  # the written share became durable meanwhile
+    assert broker.stream_info("default", "eu").messages == 1
+    [kept] = await broker.publish("default", [Message(subject="eu.a", id="m-1")])
+    assert kept.duplicate  # a retry of the call does not write it twice
+    gc.collect()
+    assert unretrieved == []  # no future left with an error nobody looked at

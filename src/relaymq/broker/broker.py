@@ -643,7 +643,12 @@ class Broker:
     ) -> asyncio.Future[list[PublishResult]]:
         """A publish spread over several streams: every stream's share is written now,
         in order with the connection's other publishes; the future resolves once all
-        are durable, or with the first failure."""
+        are durable, or with the first failure (the other shares go on).
+
+        A share refused when it comes to be written (a full stream under
+        ``discard=new``) fails the call after earlier shares were written: as with a
+        partition that fails, a retry with the same message ids is safe, because
+        those come back as duplicates."""
         started: list[tuple[list[int], asyncio.Future[list[PublishResult]]]] = []
         try:
             for target, indexes in groups.items():
@@ -662,7 +667,11 @@ class Broker:
             remaining -= 1
             error = _retrieve(appending)
             if error is not None:
-                if not outcome.done():
+                if outcome.done():
+                    pass
+                elif isinstance(error, asyncio.CancelledError):
+                    outcome.cancel()
+                else:
                     outcome.set_exception(error)
                 return
             for index, result in zip(indexes, appending.result(), strict=True):

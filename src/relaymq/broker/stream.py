@@ -324,7 +324,9 @@ class StreamHandle:
 
         def partition_done(error: BaseException | None) -> None:
             nonlocal told
-            if told:
+            if told:  # a failure after the store had told (a bug): it cannot be reported
+                if error is not None:
+                    logger.error("appending to %r failed after it was done: %r", self.name, error)
                 return
             told = True
             if error is None:
