@@ -1,18 +1,20 @@
 """The server's WebSocket protocol reads ahead a few small messages instead of pausing
 the socket after each one, and still pauses when the app falls behind.
 
-Uvicorn's real protocol class runs here, fed the bytes a client sends; the transport
-only records what the protocol asks of the socket (pause and resume reading)."""
+Uvicorn serves a small app on a real socket with the protocol class RelayMQ runs; a
+real ``websockets`` client sends the frames. Whether the server's side of the socket
+is being read is asked of its transport."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import uvicorn
-from uvicorn.server import ServerState
-from websockets.frames import Frame, Opcode
+from websockets.asyncio.client import ClientConnection, connect
 
 from relaymq.api.websocket_protocol import (
     READ_AHEAD_MESSAGE_BYTES,
@@ -20,42 +22,7 @@ from relaymq.api.websocket_protocol import (
     ReadAheadWebSocketProtocol,
 )
 
-HANDSHAKE = (
-    b"GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
-class RecordingTransport(asyncio.Transport):
-    """A socket that keeps what is written and whether reading is paused."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.paused = False
-        self.pauses = 0
-        self.written = bytearray()
-        self.closing = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
-            name, default
-        )
-
-    def pause_reading(self) -> None:
-        self.paused = True
-        self.pauses += 1
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-    def write(self, data: Any) -> None:
-        self.written += data
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
+WAIT_SECONDS = 5
 
 
 class SlowApp:
@@ -76,56 +43,74 @@ class SlowApp:
             self.received.append(message["bytes"])
 
 
-def client_frame(size: int) -> bytes:
-    """A masked binary frame, as a client sends it."""
-    return Frame(Opcode.BINARY, b"x" * size).serialize(mask=True, extensions=[])
+class Served:
+    """The app behind uvicorn on a loopback port, and the server's connection."""
+
+    def __init__(self, app: SlowApp, server: uvicorn.Server, client: ClientConnection) -> None:
+        self.app = app
+        self.server = server
+        self.client = client
+
+    @property
+    def connection(self) -> ReadAheadWebSocketProtocol:
+        [protocol] = self.server.server_state.connections
+        assert isinstance(protocol, ReadAheadWebSocketProtocol)
+        return protocol
+
+    def reading(self) -> bool:
+        return self.connection.transport.is_reading()  # type: ignore[attr-defined]
+
+    async def queued(self, count: int) -> None:
+        """Wait until ``count`` messages wait for the app."""
+        async with asyncio.timeout(WAIT_SECONDS):
+            while self.connection.queue.qsize() < count:
+                await asyncio.sleep(0.005)
+
+    async def app_has(self, count: int) -> None:
+        async with asyncio.timeout(WAIT_SECONDS):
+            while len(self.app.received) < count:
+                await asyncio.sleep(0.005)
 
 
-async def connected() -> tuple[ReadAheadWebSocketProtocol, RecordingTransport, SlowApp]:
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
     app = SlowApp()
-    config = uvicorn.Config(app, ws=ReadAheadWebSocketProtocol, log_config=None)
-    config.load()
-    protocol = ReadAheadWebSocketProtocol(
-        config, ServerState(), {}, _loop=asyncio.get_running_loop()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, ws=ReadAheadWebSocketProtocol, log_config=None
     )
-    transport = RecordingTransport()
-    protocol.connection_made(transport)
-    protocol.data_received(HANDSHAKE)
-    for _ in range(100):
-        if b"101 Switching Protocols" in transport.written:
-            break
-        await asyncio.sleep(0.01)
-    assert b"101 Switching Protocols" in transport.written
-    return protocol, transport, app
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    async with asyncio.timeout(WAIT_SECONDS):
+        while not server.started:
+            await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    async with connect(f"ws://127.0.0.1:{port}/", compression=None) as client:
+        yield Served(app, server, client)
+        app.read.set()
+    server.should_exit = True
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(serving, WAIT_SECONDS)
 
 
-async def test_small_messages_are_read_ahead_until_the_queue_is_full() -> None:
-    protocol, transport, app = await connected()
+async def test_small_messages_are_read_ahead_until_the_queue_is_full(served: Served) -> None:
     for _ in range(READ_AHEAD_MESSAGES - 1):
-        protocol.data_received(client_frame(100))
-    assert not transport.paused  # uvicorn alone would have paused after the first
-    protocol.data_received(client_frame(100))
-    assert transport.paused  # the app fell behind: the socket stops being read
-    app.read.set()
-    for _ in range(100):
-        if len(app.received) == READ_AHEAD_MESSAGES:
-            break
-        await asyncio.sleep(0.01)
-    assert len(app.received) == READ_AHEAD_MESSAGES
-    assert not transport.paused  # the app caught up: reading resumes
-    protocol.connection_lost(None)
+        await served.client.send(b"x" * 100)
+    await served.queued(READ_AHEAD_MESSAGES - 1)
+    assert served.reading()  # uvicorn alone stops reading after the first
+    await served.client.send(b"x" * 100)
+    await served.queued(READ_AHEAD_MESSAGES)
+    assert not served.reading()  # the app fell behind: the socket stops being read
+    served.app.read.set()
+    await served.app_has(READ_AHEAD_MESSAGES)
+    assert served.reading()  # the app caught up: reading resumes
 
 
 @pytest.mark.parametrize("size", [READ_AHEAD_MESSAGE_BYTES + 1, 200_000])
-async def test_a_large_message_pauses_reading_at_once(size: int) -> None:
-    protocol, transport, app = await connected()
-    protocol.data_received(client_frame(size))
-    assert transport.paused
-    app.read.set()
-    for _ in range(100):
-        if app.received:
-            break
-        await asyncio.sleep(0.01)
-    assert app.received == [b"x" * size]
-    assert not transport.paused
-    protocol.connection_lost(None)
+async def test_a_large_message_pauses_reading_at_once(served: Served, size: int) -> None:
+    await served.client.send(b"x" * size)
+    await served.queued(1)
+    assert not served.reading()
+    served.app.read.set()
+    await served.app_has(1)
+    assert served.app.received == [b"x" * size]
+    assert served.reading()
