@@ -667,11 +667,9 @@ class Broker:
             remaining -= 1
             error = _retrieve(appending)
             if error is not None:
-                if outcome.done():
-                    pass
-                elif isinstance(error, asyncio.CancelledError):
-                    outcome.cancel()
-                else:
+                if isinstance(error, asyncio.CancelledError):
+                    outcome.cancel()  # a no-op once the outcome is done
+                elif not outcome.done():
                     outcome.set_exception(error)
                 return
             for index, result in zip(indexes, appending.result(), strict=True):
