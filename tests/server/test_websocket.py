@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,9 @@ from typing import Any
 import msgspec
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.uri import parse_uri
 
 from tests.server.conftest import AUTH_HEADERS, Api, RunningServer, start_server
 
@@ -262,6 +266,75 @@ async def test_unsubscribe_releases_and_stops_delivery(client: Client, api: Api)
     assert await client.quiet(0.5) == []
     await client.send({"op": "ack", "seq": 4, "sub": "s1", "receipts": ["r"]})
     assert (await client.next("error"))["code"] == "not_found"
+
+
+class StalledClient:
+    """A WebSocket client on a blocking socket with a small receive buffer, reading
+    only when told to: a client that stopped reading, as the server sees it."""
+
+    def __init__(self, server: RunningServer, namespace: str) -> None:
+        url = ws_url(server, namespace)
+        self.protocol = ClientProtocol(parse_uri(url), max_size=None)
+        self.socket = socket.socket()
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # no autotuning
+        self.socket.settimeout(RECEIVE_TIMEOUT_SECONDS)
+        host, port = server.base_url.removeprefix("http://").split(":")
+        self.socket.connect((host, int(port)))
+        request = self.protocol.connect()
+        request.headers.update(AUTH_HEADERS)
+        self.protocol.send_request(request)
+        self.flush()
+        self.events: list[Any] = []
+        while not self.events:
+            self.read()
+        assert self.protocol.handshake_exc is None
+        self.events.clear()
+
+    def flush(self) -> None:
+        self.socket.sendall(b"".join(self.protocol.data_to_send()))
+
+    def read(self) -> None:
+        self.protocol.receive_data(self.socket.recv(1 << 20))
+        self.events.extend(self.protocol.events_received())
+        self.flush()
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.protocol.send_text(json.dumps(frame).encode())
+        self.flush()
+
+    def frames(self, count: int) -> list[dict[str, Any]]:
+        """The next ``count`` frames (reading as needed)."""
+        while len(self.events) < count:
+            self.read()
+        events, self.events = self.events[:count], self.events[count:]
+        return [json.loads(event.data) for event in events]
+
+
+def test_every_confirm_arrives_after_a_client_stopped_reading(
+    running_server: RunningServer, api: Api
+) -> None:
+    # Deliveries larger than the socket buffers pause the server's writes; the
+    # confirms that come meanwhile fill the connection's send queue, and the rest
+    # wait for room in it (the confirm callback's fallback) instead of being lost.
+    create_stream(api, "orders")
+    create_subscription(api, "work", "orders")
+    big = {"subject": "orders.big", "payload": "x" * 60_000}
+    for _ in range(25):
+        api.ok("POST", "/publish", 200, json={"messages": [big] * 4})
+    client = StalledClient(running_server, api.namespace)
+    client.send({"op": "subscribe", "sub": "s1", "subscription": "work", "credit": 100})
+    time.sleep(0.5)  # the deliveries fill the socket and pause the server's writes
+    count = 600
+    for seq in range(count):
+        message = {"subject": "orders.small", "payload": str(seq)}
+        client.send({"op": "publish", "seq": seq, "messages": [message]})
+    time.sleep(0.5)  # the server answers into a socket nobody reads
+    received = client.frames(count + 1)
+    deliveries = [frame for frame in received if frame["op"] == "deliver"]
+    assert sum(len(frame["messages"]) for frame in deliveries) == 100
+    confirms = [frame["seq"] for frame in received if frame["op"] == "confirm"]
+    assert sorted(confirms) == list(range(count))
+    assert api.ok("GET", "/streams/orders")["messages"] == 100 + count
 
 
 async def test_msgpack_frames_round_trip(client: Client, api: Api) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -39,9 +40,9 @@ from relaymq import errors
 from relaymq.api.http.auth import authenticate_websocket, origin_allowed, security_of
 from relaymq.api.http.errors import error_response
 from relaymq.api.metrics import OpenConnections, open_connections
+from relaymq.api.websocket_protocol import WRITE_NOW_EXTENSION
 from relaymq.auth.policy import Action, can_see, enforce
 from relaymq.auth.principal import Principal, Resource, ResourceKind
-from relaymq.broker.tasks import start_task
 from relaymq.protocol import frames
 
 if TYPE_CHECKING:
@@ -84,73 +85,80 @@ def internal_error(seq: int | None = None, sub: str | None = None) -> frames.Err
 
 
 class Outbox:
-    """The connection's bounded queue of server frames, sent in order by one writer
-    task (or by the producer itself when nothing is queued).
+    """The connection's bounded queue of encoded server frames, sent in order.
 
-    Producers wait while it is full; closing it wakes every one of them (their
-    frames are dropped), so no producer task outlives the connection."""
+    A frame is written at once, by whoever produced it, when nothing is queued or
+    being sent ahead of it and the server's protocol can write synchronously
+    (:data:`~relaymq.api.websocket_protocol.WRITE_NOW_EXTENSION`): no task wakes on
+    the latency path of a confirm or a delivery, and a confirm can be sent from its
+    future's callback. Otherwise (the socket paused for write flow control, another
+    ASGI server) it waits in the queue for the writer task, which uses the ASGI
+    ``send``. Producers wait while the queue is full; closing it wakes every one of
+    them (their frames are dropped), so no producer task outlives the connection."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
-        self.frames: collections.deque[tuple[frames.ServerFrame, Encoding]] = collections.deque()
+        extension = websocket.scope.get("extensions", {}).get(WRITE_NOW_EXTENSION)
+        self.write_now: Callable[[bytes | str], bool] | None = (
+            extension["write"] if extension is not None else None
+        )
+        self.frames: collections.deque[bytes | str] = collections.deque()
         self.queued = asyncio.Event()  # set while frames wait to be sent
         self.space = asyncio.Event()  # set while the queue has room
         self.space.set()
-        self.sending = False  # a frame is being sent (by the writer or a producer)
+        self.sending = False  # the writer task is in an ASGI send
         self.failure: Exception | None = None
         self.closed = False
 
     async def put(self, frame: frames.ServerFrame, encoding: Encoding) -> None:
-        """Send or queue a frame; waits while the queue is full; dropped once closed.
-
-        With nothing queued and nothing being sent, the producer sends the frame
-        itself: order is kept, and the writer task's wake-up is saved on the latency
-        path of every confirm and delivery."""
-        while len(self.frames) >= SEND_QUEUE_FRAMES and not self.closed:
+        """Send or queue a frame; waits while the queue is full; dropped once closed."""
+        while not self.put_nowait(frame, encoding):
             self.space.clear()
             await self.space.wait()
+
+    def put_nowait(self, frame: frames.ServerFrame, encoding: Encoding) -> bool:
+        """Send or queue a frame without waiting; ``False``, having done nothing, when
+        the queue is full. A closed outbox drops the frame."""
         if self.closed:
-            return
-        if self.frames or self.sending or self.failure is not None:
-            self.frames.append((frame, encoding))
+            return True
+        if len(self.frames) >= SEND_QUEUE_FRAMES:
+            return False
+        encode = frames.encode_binary if encoding == "msgpack" else frames.encode_text
+        data = encoded(encode, frame)
+        idle = not self.frames and not self.sending and self.failure is None
+        if not (idle and self.write_now is not None and self.write_now(data)):
+            self.frames.append(data)
             self.queued.set()
-            return
-        self.sending = True
-        try:
-            await self.send(frame, encoding)
-        except Exception as error:  # the writer raises it, which ends the connection
-            self.failure = error
-            self.queued.set()
-        finally:
-            self.sending = False
-            if self.frames:
-                self.queued.set()
+        return True
 
     async def write_forever(self) -> None:
         """Send queued frames, in order, until the socket fails."""
         while True:
             await self.queued.wait()
-            if self.failure is not None:
-                raise self.failure
-            if self.sending or not self.frames:
-                self.queued.clear()  # whoever is sending sets it again when done
+            if not self.frames:
+                self.queued.clear()
                 continue
-            frame, encoding = self.frames.popleft()
+            data = self.frames.popleft()
             if not self.frames:
                 self.queued.clear()
             self.space.set()
+            if self.write_now is not None and self.write_now(data):
+                continue
             self.sending = True
             try:
-                await self.send(frame, encoding)
+                await self.send(data)
+            except Exception as error:
+                self.failure = error
+                raise
             finally:
                 self.sending = False
 
-    async def send(self, frame: frames.ServerFrame, encoding: Encoding) -> None:
-        """Encode and send one frame."""
-        if encoding == "msgpack":
-            await self.websocket.send_bytes(encoded(frames.encode_binary, frame))
+    async def send(self, data: bytes | str) -> None:
+        """Send one encoded frame through ASGI (waits while the socket is paused)."""
+        if isinstance(data, str):
+            await self.websocket.send_text(data)
         else:
-            await self.websocket.send_text(encoded(frames.encode_text, frame))
+            await self.websocket.send_bytes(data)
 
     def close(self) -> None:
         """Drop queued frames and refuse new ones, waking every waiting producer."""
@@ -570,8 +578,8 @@ class Connection:
         }
 
     async def publish(self, frame: frames.AnyPublish, encoding: Encoding, size_bytes: int) -> None:
-        """Write a publish now, in the reader's step, and confirm it from a task once
-        durable; waits (and so stops reading) while the window is full."""
+        """Write a publish now, in the reader's step, and confirm it from its future's
+        callback once durable; waits (and so stops reading) while the window is full."""
         self.authorize_publish(frame)
         messages = frame.broker_messages()
         share = self.window.clamp(len(messages), size_bytes)
@@ -581,9 +589,7 @@ class Connection:
         except BaseException:
             self.window.release(*share)
             raise
-        task = start_task(self.confirm_when_durable(frame, durable, encoding, share))
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        durable.add_done_callback(functools.partial(self.confirm, frame.seq, encoding, share))
 
     def authorize_publish(self, frame: frames.AnyPublish) -> None:
         """Enforce ``publish`` on the target stream, or on every subject."""
@@ -595,33 +601,36 @@ class Connection:
         for resource in resources:
             enforce(self.principal, Action.PUBLISH, self.namespace, resource)
 
-    async def confirm_when_durable(
+    def confirm(
         self,
-        frame: frames.AnyPublish,
-        durable: asyncio.Future[list[Any]],
+        seq: int,
         encoding: Encoding,
         share: tuple[int, int],
+        durable: asyncio.Future[list[Any]],
     ) -> None:
-        """Queue a publish's ``confirm`` (or ``error``) once it is durable; the window
-        share is given back only once the reply is queued, so replies cannot pile up."""
+        """Queue a publish's ``confirm`` (or ``error``) once it is durable, without a
+        task unless the send queue is full; the window share is given back only once
+        the reply is queued, so replies cannot pile up. A cancelled publish (the
+        connection is closing) is not answered."""
+        if durable.cancelled():
+            self.window.release(*share)
+            return
+        reply = confirmation(seq, durable)
+        if self.outbox.put_nowait(reply, self.pinned_encoding or encoding):
+            self.window.release(*share)
+            return
+        task = asyncio.create_task(self.confirm_later(reply, encoding, share))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def confirm_later(
+        self, reply: frames.ServerFrame, encoding: Encoding, share: tuple[int, int]
+    ) -> None:
+        """Queue a reply once the send queue has room, then give the share back."""
         try:
-            reply = await self.confirmation(frame, durable)
             await self.send(reply, encoding)
         finally:
             self.window.release(*share)
-
-    async def confirmation(
-        self, frame: frames.AnyPublish, durable: asyncio.Future[list[Any]]
-    ) -> frames.ServerFrame:
-        """The ``confirm`` of a durable publish, or the ``error`` that stopped it."""
-        try:
-            results = await durable
-        except errors.RelayError as error:
-            return frames.error_frame(error, seq=frame.seq)
-        except Exception:
-            logger.exception("publish failed")
-            return internal_error(frame.seq)
-        return frames.confirm_frame(frame.seq, results)
 
     async def subscribe(self, frame: frames.Subscribe, encoding: Encoding, size_bytes: int) -> None:
         """Attach a subscriber under the client's handle and start pushing."""
@@ -704,6 +713,17 @@ class Connection:
     async def ping(self, frame: frames.Ping, encoding: Encoding, size_bytes: int) -> None:
         """Answer ``pong``."""
         await self.send(frames.Pong(seq=frame.seq), encoding)
+
+
+def confirmation(seq: int, durable: asyncio.Future[list[Any]]) -> frames.ServerFrame:
+    """The ``confirm`` of a durable publish, or the ``error`` that stopped it."""
+    error = durable.exception()
+    if error is None:
+        return frames.confirm_frame(seq, durable.result())
+    if isinstance(error, errors.RelayError):
+        return frames.error_frame(error, seq=seq)
+    logger.error("publish failed", exc_info=error)
+    return internal_error(seq)
 
 
 def receipt_outcome(receipt: str, value: Any) -> frames.ReceiptOutcome:

@@ -1,5 +1,6 @@
 """The WebSocket connection protocol the server runs: uvicorn's sans-I/O one, reading
-ahead a few small messages instead of stopping the socket after each.
+ahead a few small messages instead of stopping the socket after each, and offering
+the app a synchronous write.
 
 Uvicorn pauses reading after every message it hands to the app and resumes once the
 app took it. Under libuv each pause and resume is a change of the socket's epoll
@@ -14,18 +15,61 @@ uvicorn resumes once the app emptied the queue). So a client that publishes fast
 than the server reads still stops being read, and the read-ahead adds at most
 15 x 4 KiB = 60 KiB to what a connection holds: no more than uvicorn itself queues
 when one 64 KiB read of the socket holds many small frames.
+
+An ASGI ``send`` of a frame goes through Starlette's and uvicorn's state checks and
+message dicts, and needs a coroutine step, so a reply cannot be sent from a plain
+callback (a future's, say). The protocol therefore puts :data:`WRITE_NOW_EXTENSION`
+in the connection's scope: ``scope["extensions"][WRITE_NOW_EXTENSION]["write"](data)``
+frames ``data`` (``bytes`` binary, ``str`` text) and writes it to the socket at once,
+and returns ``True``; it returns ``False``, having done nothing, whenever uvicorn's
+own ``send`` would wait or refuse (the socket paused for write flow control, the
+connection not open, a close sent), so the app then uses the ASGI ``send``, which
+waits or raises as usual.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+from websockets.protocol import State
 
 READ_AHEAD_MESSAGES = 16
 READ_AHEAD_MESSAGE_BYTES = 4 * 1024
+WRITE_NOW_EXTENSION = "relaymq.websocket.write_now"
 
 
 class ReadAheadWebSocketProtocol(WebSocketsSansIOProtocol):
-    """Uvicorn's sans-I/O WebSocket protocol with a read-ahead of small messages."""
+    """Uvicorn's sans-I/O WebSocket protocol with a read-ahead of small messages and
+    a synchronous write for the app."""
+
+    def handle_connect(self, event: Request) -> None:
+        """Build the scope as uvicorn does, then offer the synchronous write in it."""
+        super().handle_connect(event)
+        scope: Any = getattr(self, "scope", None)  # none when the handshake was refused
+        if scope is not None:
+            scope["extensions"][WRITE_NOW_EXTENSION] = {"write": self.write_now}
+
+    def write_now(self, data: bytes | str) -> bool:
+        """Send one data frame now; ``False`` (nothing sent) when the ASGI ``send``
+        would have waited or refused."""
+        if (
+            not self.handshake_complete
+            or self.disconnected
+            or self.close_sent
+            or self.initial_response is not None
+            or not self.writable.is_set()
+            or self.conn.state is not State.OPEN
+            or self.transport.is_closing()
+        ):
+            return False
+        if isinstance(data, str):
+            self.conn.send_text(data.encode())
+        else:
+            self.conn.send_binary(data)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
 
     def send_receive_event_to_app(self) -> None:
         """Queue a complete message for the app; pause reading only when the queue is

@@ -1,9 +1,10 @@
 """The server's WebSocket protocol reads ahead a few small messages instead of pausing
-the socket after each one, and still pauses when the app falls behind.
+the socket after each one, and still pauses when the app falls behind; it offers the
+app a synchronous write, which the connection's outbox uses.
 
 Uvicorn serves a small app on a real socket with the protocol class RelayMQ runs; a
-real ``websockets`` client sends the frames. Whether the server's side of the socket
-is being read is asked of its transport."""
+real ``websockets`` client sends and receives the frames. Whether the server's side of
+the socket is being read is asked of its transport."""
 
 from __future__ import annotations
 
@@ -14,25 +15,33 @@ from typing import Any
 
 import pytest
 import uvicorn
+from starlette.websockets import WebSocket, WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
 
+from relaymq.api.websocket import SEND_QUEUE_FRAMES, Outbox
 from relaymq.api.websocket_protocol import (
     READ_AHEAD_MESSAGE_BYTES,
     READ_AHEAD_MESSAGES,
+    WRITE_NOW_EXTENSION,
     ReadAheadWebSocketProtocol,
 )
+from relaymq.protocol import frames
 
 WAIT_SECONDS = 5
 
 
 class SlowApp:
-    """Accepts, then reads nothing until told to read everything queued."""
+    """Accepts, then reads nothing until told to read everything queued; keeps its
+    scope and ``send`` for the test."""
 
     def __init__(self) -> None:
         self.read = asyncio.Event()
         self.received: list[bytes] = []
+        self.scope: dict[str, Any] = {}
+        self.send: Any = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.scope, self.send = scope, send
         assert (await receive())["type"] == "websocket.connect"
         await send({"type": "websocket.accept"})
         while True:
@@ -56,6 +65,10 @@ class Served:
         [protocol] = self.server.server_state.connections
         assert isinstance(protocol, ReadAheadWebSocketProtocol)
         return protocol
+
+    @property
+    def write_now(self) -> Any:
+        return self.app.scope["extensions"][WRITE_NOW_EXTENSION]["write"]
 
     def reading(self) -> bool:
         return self.connection.transport.is_reading()  # type: ignore[attr-defined]
@@ -114,3 +127,83 @@ async def test_a_large_message_pauses_reading_at_once(served: Served, size: int)
     await served.app_has(1)
     assert served.app.received == [b"x" * size]
     assert served.reading()
+
+
+async def received(client: ClientConnection) -> bytes | str:
+    async with asyncio.timeout(WAIT_SECONDS):
+        return await client.recv()
+
+
+async def nothing_received(client: ClientConnection) -> None:
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await client.recv()
+
+
+async def test_the_app_writes_a_frame_at_once(served: Served) -> None:
+    assert served.write_now(b"binary")
+    assert served.write_now("text")
+    assert await received(served.client) == b"binary"
+    assert await received(served.client) == "text"
+
+
+async def test_no_write_now_while_the_socket_is_paused_for_writing(served: Served) -> None:
+    served.connection.pause_writing()  # what the transport calls above its high-water mark
+    assert not served.write_now(b"held")
+    await nothing_received(served.client)
+    served.connection.resume_writing()
+    assert served.write_now(b"sent")
+    assert await received(served.client) == b"sent"
+
+
+async def test_no_write_now_once_the_app_closed(served: Served) -> None:
+    await served.app.send({"type": "websocket.close", "code": 1000})
+    assert not served.write_now(b"late")
+
+
+def pong(seq: int) -> frames.Pong:
+    return frames.Pong(seq=seq)
+
+
+def outbox_of(served: Served) -> Outbox:
+    """An outbox on the served connection, which the app accepted already."""
+    websocket = WebSocket(served.app.scope, receive=_never, send=served.app.send)
+    websocket.client_state = websocket.application_state = WebSocketState.CONNECTED
+    return Outbox(websocket)
+
+
+async def test_the_outbox_writes_in_the_producers_call_when_idle(served: Served) -> None:
+    outbox = outbox_of(served)
+    assert outbox.put_nowait(pong(1), "msgpack")
+    assert not outbox.frames  # written, not queued: no writer task runs in this test
+    assert frames.decode_server_frame(await received(served.client)) == pong(1)
+
+
+async def test_the_outbox_queues_while_paused_and_sends_in_order_on_resume(
+    served: Served,
+) -> None:
+    outbox = outbox_of(served)
+    writer = asyncio.create_task(outbox.write_forever())
+    try:
+        served.connection.pause_writing()
+        assert outbox.put_nowait(pong(0), "msgpack")
+        await asyncio.sleep(0.05)
+        assert outbox.sending  # the writer waits in its ASGI send with the first frame
+        for seq in range(1, SEND_QUEUE_FRAMES + 1):
+            assert outbox.put_nowait(pong(seq), "msgpack")
+        assert not outbox.put_nowait(pong(SEND_QUEUE_FRAMES + 1), "msgpack")  # full
+        late = asyncio.create_task(outbox.put(pong(SEND_QUEUE_FRAMES + 1), "msgpack"))
+        await nothing_received(served.client)
+        served.connection.resume_writing()
+        for seq in range(SEND_QUEUE_FRAMES + 2):
+            assert frames.decode_server_frame(await received(served.client)) == pong(seq)
+        await late
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+
+
+async def _never() -> dict[str, Any]:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
