@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -15,7 +16,7 @@ import pytest
 
 from relaymq.bench.histogram import LatencyRecorder
 from relaymq.bench.loops import loop_factory
-from relaymq.bench.pacing import Pacer, SubMillisecondTimer, default_pacing
+from relaymq.bench.pacing import Pacer, SubMillisecondTicker, default_pacing
 from relaymq.bench.report import paced
 from relaymq.bench.transports import next_batch
 from tests.client.test_bench import BENCH_TIMEOUT_SECONDS, RELAYMQ, producer_plan
@@ -62,21 +63,24 @@ def test_a_paced_producer_on_uvloop_sleeps_instead_of_spinning(pacing: str) -> N
 
 
 @linux_only
-async def test_the_even_timer_wakes_within_a_fraction_of_a_millisecond() -> None:
+async def test_the_even_timer_ticks_every_fraction_of_a_millisecond() -> None:
     # What makes even pacing even: the event loop's own timers cannot sleep 0.2 ms
     # (asyncio sleeps a whole millisecond, uvloop not at all); the timerfd can.
-    timer = SubMillisecondTimer(asyncio.get_running_loop())
-    slept_ns = []
+    interval_ns = 200_000
+    first_ns = time.perf_counter_ns() + interval_ns
+    timer = SubMillisecondTicker(asyncio.get_running_loop(), first_ns, interval_ns)
+    woke_ns = []
     try:
         async with asyncio.timeout(5):
             for _ in range(21):
-                before = time.perf_counter_ns()
-                await timer.sleep_until_ns(before + 200_000)
-                slept_ns.append(time.perf_counter_ns() - before)
+                await timer.tick()
+                woke_ns.append(time.perf_counter_ns())
     finally:
         timer.close()
-    assert min(slept_ns) >= 200_000
-    assert statistics.median(slept_ns) < 900_000
+    assert woke_ns[0] >= first_ns  # never before the first expiry
+    assert woke_ns[-1] - woke_ns[0] >= 20 * interval_ns - interval_ns  # no tick twice
+    gaps = [later - earlier for earlier, later in itertools.pairwise(woke_ns)]
+    assert statistics.median(gaps) < 900_000
 
 
 @linux_only

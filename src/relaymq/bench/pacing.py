@@ -2,11 +2,12 @@
 
 Owns :class:`Pacer` (message ``n`` is due ``n / rate`` seconds after the start),
 the two ways of waiting for a due time (:data:`PACINGS`) and the sub-millisecond
-timer behind the even one:
+ticker behind the even one:
 
-* ``even`` sleeps on a Linux ``timerfd`` watched by the event loop, so each
-  message leaves at its own time: at 2,000 msg/s one message every 0.5 ms, each
-  in its own frame, as OpenMessaging Benchmark's rate limiter sends them;
+* ``even`` sleeps on a periodic Linux ``timerfd`` watched by the event loop, armed
+  once for the producer's schedule, so each message leaves at its own time: at
+  2,000 msg/s one message every 0.5 ms, each in its own frame, as OpenMessaging
+  Benchmark's rate limiter sends them;
 * ``coarse`` sleeps on the event loop's own timers, which are whole
   milliseconds: a producer sends what is due when it wakes, 3-4 messages a frame
   at 2,000 msg/s, which is easier on the broker (``docs/performance.md``,
@@ -59,16 +60,18 @@ def _libc() -> ctypes.CDLL:
     return libc
 
 
-class SubMillisecondTimer:
-    """A one-shot timer with nanosecond resolution on the running event loop.
+class SubMillisecondTicker:
+    """A periodic timer with nanosecond resolution on the running event loop.
 
-    A ``timerfd`` on ``CLOCK_MONOTONIC`` (the clock of ``time.perf_counter_ns``)
-    registered once with the loop as a reader; :meth:`sleep_until_ns` arms it for
-    an absolute time and waits for it to become readable. Two system calls per
-    sleep; it never spins. One sleeper at a time.
+    A ``timerfd`` on ``CLOCK_MONOTONIC`` (the clock of ``time.perf_counter_ns``),
+    armed once to expire at ``first_ns`` and every ``interval_ns`` after, and
+    registered once with the loop as a reader; :meth:`tick` waits for the next
+    expiry. A tick nobody waits for is dropped, so a sleeper that fell behind does
+    not wake for the ticks it missed. Per tick one ``read``; it never spins. One
+    sleeper at a time.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, first_ns: int, interval_ns: int) -> None:
         if sys.platform != "linux":
             raise ValueError("a sub-millisecond timer needs Linux's timerfd")
         # TFD_NONBLOCK and TFD_CLOEXEC are defined as O_NONBLOCK and O_CLOEXEC.
@@ -76,6 +79,9 @@ class SubMillisecondTimer:
         if descriptor < 0:
             raise OSError(ctypes.get_errno(), "timerfd_create failed")
         try:
+            spec = _TimerSpec(_timespec(max(interval_ns, 1)), _timespec(max(first_ns, 1)))
+            if _libc().timerfd_settime(descriptor, _TFD_TIMER_ABSTIME, spec, None) < 0:
+                raise OSError(ctypes.get_errno(), "timerfd_settime failed")
             loop.add_reader(descriptor, self._expired)
         except BaseException:
             os.close(descriptor)
@@ -84,14 +90,10 @@ class SubMillisecondTimer:
         self._loop = loop
         self._waiter: asyncio.Future[None] | None = None
 
-    async def sleep_until_ns(self, deadline_ns: int) -> None:
-        """Sleep until ``time.perf_counter_ns()`` reaches ``deadline_ns``."""
+    async def tick(self) -> None:
+        """Sleep until the timer's next expiry."""
         if self._waiter is not None:
             raise RuntimeError("the timer already has a sleeper")
-        seconds, nanoseconds = divmod(max(deadline_ns, 1), 1_000_000_000)
-        spec = _TimerSpec(_TimeSpec(0, 0), _TimeSpec(seconds, nanoseconds))
-        if _libc().timerfd_settime(self._descriptor, _TFD_TIMER_ABSTIME, spec, None) < 0:
-            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
         self._waiter = self._loop.create_future()
         try:
             await self._waiter
@@ -115,6 +117,11 @@ class SubMillisecondTimer:
         self._descriptor = -1
 
 
+def _timespec(nanoseconds: int) -> _TimeSpec:
+    seconds, rest = divmod(nanoseconds, 1_000_000_000)
+    return _TimeSpec(seconds, rest)
+
+
 class Pacer:
     """The schedule of one producer, and the send time stamped into each payload.
 
@@ -134,11 +141,15 @@ class Pacer:
         self.schedule_lag = schedule_lag
         self.pacing = pacing
         self.started_ns = time.perf_counter_ns()
-        self._timer: SubMillisecondTimer | None = None
+        # Whole nanoseconds, so the even pacer's ticks fall exactly on the due times.
+        self.interval_ns = round(1e9 / rate_per_second) if rate_per_second else 0
+        self._timer: SubMillisecondTicker | None = None
 
     def __enter__(self) -> Pacer:
         if self.rate_per_second is not None and self.pacing == "even":
-            self._timer = SubMillisecondTimer(asyncio.get_running_loop())
+            self._timer = SubMillisecondTicker(
+                asyncio.get_running_loop(), self.started_ns + self.interval_ns, self.interval_ns
+            )
         return self
 
     def __exit__(
@@ -155,7 +166,7 @@ class Pacer:
         """When message ``sequence`` is due (``time.perf_counter_ns``); ``None`` unpaced."""
         if self.rate_per_second is None:
             return None
-        return self.started_ns + int(sequence * 1e9 / self.rate_per_second)
+        return self.started_ns + sequence * self.interval_ns
 
     def is_due(self, sequence: int) -> bool:
         """Whether message ``sequence`` may be sent now."""
@@ -172,7 +183,7 @@ class Pacer:
         # retried at once would keep a CPU busy that the broker under test needs.
         while (delay_ns := due - time.perf_counter_ns()) > 0:
             if self._timer is not None:
-                await self._timer.sleep_until_ns(due)
+                await self._timer.tick()  # the ticks are the schedule's due times
             else:
                 await asyncio.sleep(max(delay_ns / 1e9, TIMER_GRANULARITY_SECONDS))
 
