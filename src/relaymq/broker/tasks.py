@@ -5,10 +5,10 @@ every callback already ready on the event loop. From CPython 3.12 on a task can
 run its first step at once, inside the call (``eager_start``); on 3.11
 :func:`start_task` is a plain ``create_task``. A publish waiting for a duplicate id
 in flight starts that way; the write of a publish itself runs in no task at all,
-in the step that read its frame (``Broker.start_publish``), and its confirm is sent
-from its future's callback (``api/websocket.py``). Only our own tasks start eagerly: a loop-wide eager
-task factory also changes the order of third-party tasks, and anyio's cancel
-scopes (Starlette's streaming responses) fail under it.
+in the step that read its frame (``Broker.start_publish``), and its confirm is
+sent from its future's callback (``api/websocket.py``). Only our own tasks start
+eagerly: a loop-wide eager task factory also changes the order of third-party
+tasks, and anyio's cancel scopes (Starlette's streaming responses) fail under it.
 """
 
 from __future__ import annotations
