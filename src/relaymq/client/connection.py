@@ -2,8 +2,11 @@
 
 Owns the connection's life and everything that must survive its loss:
 
-* one reader task (decodes server frames and hands them to their owner) and
-  one writer task (sends queued frames; coalesces the ack-family receipts of
+* the connection itself, a :class:`~relaymq.client.transport.WebSocketTransport`:
+  it hands each server frame to :meth:`Session._received` as it is read (no
+  reader task), which decodes it and gives it to its owner; the session notices
+  the end of a connection by awaiting the transport's end;
+* one writer task (sends queued frames; coalesces the ack-family receipts of
   many messages into one frame per subscription and op), plus a
   :class:`Keepalive` timer that queues a ``ping`` when nothing was sent for a
   while, so the server does not close the connection as idle;
@@ -30,13 +33,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from relaymq import errors
 from relaymq.client.errors import TRANSPORT_ERRORS, error_from_body, translate
 from relaymq.client.http import segment
 from relaymq.client.retry import RetryPolicy
+from relaymq.client.transport import Message, WebSocketTransport
 from relaymq.protocol import frames
 
 if TYPE_CHECKING:
@@ -144,7 +147,7 @@ class Session:
         self.connection_id = ""
         self.reconnects = 0
         self._sequence = itertools.count(1)
-        self._websocket: ClientConnection | None = None
+        self._transport: WebSocketTransport | None = None
         self._connected = asyncio.Event()
         self._writer_waiter: asyncio.Future[None] | None = None  # set while the writer idles
         self._outbox: collections.deque[bytes] = collections.deque()
@@ -163,7 +166,7 @@ class Session:
     @property
     def connected(self) -> bool:
         """Whether a connection is up now."""
-        return self._connected.is_set() and self._websocket is not None
+        return self._connected.is_set() and self._transport is not None
 
     async def start(self) -> None:
         """Connect once (failing fast) and start keeping the connection alive."""
@@ -174,9 +177,9 @@ class Session:
             if self._supervisor is not None:
                 return
             self.check_usable()
-            websocket = await self._open()
-            self._resume(websocket)
-            self._supervisor = asyncio.create_task(self._supervise(websocket), name="relaymq-ws")
+            transport = await self._open()
+            self._resume(transport)
+            self._supervisor = asyncio.create_task(self._supervise(transport), name="relaymq-ws")
 
     @property
     def ready(self) -> bool:
@@ -195,80 +198,77 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        if self._websocket is not None:
+        transport = self._transport
+        if transport is not None:
             self._flush_settles()
             with contextlib.suppress(*TRANSPORT_ERRORS, ConnectionClosed):
                 while self._outbox:
-                    await self._websocket.send(self._outbox.popleft())
-                await self._websocket.close()
+                    await transport.send(self._outbox.popleft())
+                await transport.close()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
         self._fail_everything(errors.ConnectionLost("the client is closed"))
 
-    async def _supervise(self, websocket: ClientConnection) -> None:
+    async def _supervise(self, transport: WebSocketTransport) -> None:
         """Serve a connection until it drops, then reconnect; forever, or until the
         policy is spent."""
         while True:
-            await self._serve(websocket)
+            await self._serve(transport)
             self._lost()
             if self._closed:
                 return
             try:
-                websocket = await self._reconnect()
+                transport = await self._reconnect()
             except errors.RelayError as error:
                 logger.error("relaymq: giving up reconnecting: %s", error)
                 self._failure = error
                 self._fail_everything(error)
                 return
             self.reconnects += 1
-            self._resume(websocket)
+            self._resume(transport)
 
-    async def _serve(self, websocket: ClientConnection) -> None:
-        """Run the reader and the writer until either ends."""
-        reader = asyncio.create_task(self._read_forever(websocket))
-        writer = asyncio.create_task(self._write_forever(websocket))
+    async def _serve(self, transport: WebSocketTransport) -> None:
+        """Run the writer until the connection ends (the transport dispatches what
+        it reads by itself) or the writer fails."""
+        writer = asyncio.create_task(self._write_forever(transport))
         try:
-            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({writer, transport.closed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (reader, writer):
-                task.cancel()
-            await asyncio.wait({reader, writer})
+            writer.cancel()
+            await asyncio.wait({writer})
             with contextlib.suppress(*TRANSPORT_ERRORS, ConnectionClosed):
-                await websocket.close()
+                await transport.close()
+        if transport.closed.done():
+            logger.debug("relaymq: connection ended: %r", transport.close_exception())
 
-    async def _open(self) -> ClientConnection:
+    async def _open(self) -> WebSocketTransport:
         """Connect and exchange ``hello`` / ``welcome``; the tree's error on failure."""
         try:
-            websocket = await connect(
-                self.url,
-                additional_headers=self.headers,
-                compression=None,
-                max_size=None,
-                open_timeout=self.open_timeout_seconds,
-                ping_interval=None,
-                close_timeout=1,
+            transport = await WebSocketTransport.open(
+                self.url, headers=self.headers, open_timeout_seconds=self.open_timeout_seconds
             )
         except (*TRANSPORT_ERRORS, ConnectionClosed) as exception:
             raise translate(exception) from exception
         try:
-            await self._hello(websocket)
+            await self._hello(transport)
         except BaseException:
             with contextlib.suppress(*TRANSPORT_ERRORS, ConnectionClosed):
-                await websocket.close()
+                await transport.close()
             raise
-        return websocket
+        return transport
 
-    async def _hello(self, websocket: ClientConnection) -> None:
-        """Pin msgpack and read the server's limits."""
+    async def _hello(self, transport: WebSocketTransport) -> None:
+        """Pin msgpack and read the server's limits (the transport keeps what it reads
+        until :meth:`_resume` starts the dispatch)."""
         try:
             # A server refusing the connection (no such namespace, too many connections)
             # sends an error frame and closes; the frame is still there to be read.
             with contextlib.suppress(ConnectionClosed):
-                await websocket.send(frames.encode_binary(frames.Hello(encoding="msgpack", seq=0)))
+                await transport.send(frames.encode_binary(frames.Hello(encoding="msgpack", seq=0)))
             async with asyncio.timeout(self.open_timeout_seconds):
-                frame = frames.decode_server_frame(await websocket.recv())
+                frame = frames.decode_server_frame(await transport.receive())
         except (*TRANSPORT_ERRORS, ConnectionClosed) as exception:
             raise translate(exception) from exception
         except (msgspec.DecodeError, msgspec.ValidationError) as exception:
@@ -280,7 +280,7 @@ class Session:
         self.limits = {**DEFAULT_LIMITS, **frame.limits}
         self.connection_id = frame.connection_id
 
-    async def _reconnect(self) -> ClientConnection:
+    async def _reconnect(self) -> WebSocketTransport:
         """Connect again, pausing by the policy between attempts."""
         backoff = self.retry.start()
         while True:
@@ -300,7 +300,7 @@ class Session:
     def _lost(self) -> None:
         """The connection dropped: everything bound to it is stale now."""
         self._connected.clear()
-        self._websocket = None
+        self._transport = None
         self.generation += 1
         self._outbox.clear()
         self._settles.clear()
@@ -315,10 +315,12 @@ class Session:
         if not self._closed:
             logger.warning("relaymq: connection lost; reconnecting")
 
-    def _resume(self, websocket: ClientConnection) -> None:
+    def _resume(self, transport: WebSocketTransport) -> None:
         """A fresh connection: subscribe again and resend every unconfirmed publish,
-        all queued before anything else can be (no await in between)."""
-        self._websocket = websocket
+        all queued before anything else can be (no await in between); then frames
+        the server sent after the welcome, and all later ones, go to
+        :meth:`_received`."""
+        self._transport = transport
         self._outbox.clear()
         for subscription in self._subscriptions.values():
             self._queue_subscribe(subscription)
@@ -326,10 +328,11 @@ class Session:
             self._outbox.append(self._publishes[seq].data)
         self._connected.set()
         self._wake_writer()
+        transport.start_dispatch(self._received)
 
     def _fail_everything(self, error: errors.RelayError) -> None:
         """The session is over: fail every waiter with ``error``."""
-        self._websocket = None
+        self._transport = None
         self._run_before_write()  # publishers seal their open batches: they fail at once
         pending, self._publishes = self._publishes, {}
         for publish in pending.values():
@@ -388,7 +391,7 @@ class Session:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _write_forever(self, websocket: ClientConnection) -> None:
+    async def _write_forever(self, transport: WebSocketTransport) -> None:
         """Send queued frames in order, all of them per wake; a :class:`Keepalive`
         pings when nothing was sent for a third of the server's idle timeout."""
         idle_seconds = max(self.limits["idle_timeout_ms"] / 3000, 0.5)
@@ -406,7 +409,7 @@ class Session:
                 self._flush_settles()
                 try:
                     while self._outbox:
-                        await websocket.send(self._outbox.popleft())
+                        await transport.send(self._outbox.popleft())
                 except (*TRANSPORT_ERRORS, ConnectionClosed) as exception:
                     logger.debug("relaymq: send failed: %r", exception)
                     return
@@ -533,18 +536,15 @@ class Session:
 
     # -- reading ------------------------------------------------------------------------------
 
-    async def _read_forever(self, websocket: ClientConnection) -> None:
-        """Decode and dispatch server frames until the connection ends."""
+    def _received(self, data: Message) -> None:
+        """A message from the server, straight from the transport: decode and
+        dispatch it."""
         try:
-            async for data in websocket:
-                try:
-                    frame = frames.decode_server_frame(data)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exception:
-                    logger.warning("relaymq: undecodable frame from the server: %s", exception)
-                    continue
-                self._dispatch(frame)
-        except (*TRANSPORT_ERRORS, ConnectionClosed) as exception:
-            logger.debug("relaymq: connection ended: %r", exception)
+            frame = frames.decode_server_frame(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exception:
+            logger.warning("relaymq: undecodable frame from the server: %s", exception)
+            return
+        self._dispatch(frame)
 
     def _dispatch(self, frame: frames.ServerFrame) -> None:
         """Hand a frame to whoever waits for it."""

@@ -1,0 +1,410 @@
+"""The SDK's WebSocket transport: websockets' sans-I/O client driven by an
+``asyncio.Protocol``.
+
+Owns one TCP (or TLS) connection and the WebSocket protocol on it, nothing
+above: the connection (directly, or through the proxy the environment names, as
+websockets' own client does), the opening handshake, framing, answering pings,
+the closing handshake, and write flow control. websockets'
+:class:`~websockets.client.ClientProtocol` does the framing and the handshake;
+this module is only the glue between it and the event loop, so that
+
+* a sent frame costs one ``send_binary`` and one ``transport.write``, and
+  awaits only while the socket's write buffer is over its high-water mark;
+* a received message is handed to a callback synchronously from
+  ``data_received``: no queue, no future and no task wake-up per message.
+
+Messages that arrive before a callback is set (the server's ``welcome``, say)
+are kept in order; :meth:`WebSocketTransport.receive` reads them one by one and
+:meth:`WebSocketTransport.start_dispatch` hands the rest to the callback.
+
+Failures are websockets' and the operating system's own exceptions, exactly as
+``websockets.asyncio.client.connect`` raised them (``OSError``,
+``TimeoutError``, :class:`~websockets.exceptions.InvalidStatus` with the refused
+response and its body, :class:`~websockets.exceptions.ConnectionClosed`), so
+:mod:`relaymq.client.errors` translates them as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+# websockets' proxy handshakes, which its asyncio client uses the same way; they are
+# module functions of that client rather than names it exports.
+from websockets.asyncio.client import connect_http_proxy, connect_socks_proxy
+from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.http11 import USER_AGENT, Response
+from websockets.protocol import OPEN, Event
+from websockets.proxy import get_proxy, parse_proxy
+from websockets.uri import WebSocketURI, parse_uri
+
+logger = logging.getLogger("relaymq.client")
+
+Message = bytes | str
+"""A whole WebSocket message: ``bytes`` from a binary one, ``str`` from a text one."""
+
+CLOSE_TIMEOUT_SECONDS = 1.0
+"""How long to wait for the server to close the TCP connection once both close
+frames are exchanged (or ours went unanswered) before dropping it ourselves."""
+
+WRITE_BUFFER_HIGH_BYTES = 32 * 1024
+"""The write buffer above which :meth:`WebSocketTransport.send` waits (the
+default of websockets' asyncio client, whose backpressure this keeps)."""
+
+
+class WebSocketTransport(asyncio.Protocol):
+    """One client WebSocket connection: :meth:`open` it, :meth:`send` binary
+    messages, receive messages through a callback, :meth:`close` it."""
+
+    def __init__(self, protocol: ClientProtocol, on_message: Callable[[Message], None] | None):
+        self.protocol = protocol
+        self._on_message = on_message
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._handshake_done: asyncio.Future[None] = self._loop.create_future()  # or the end
+        self._closed: asyncio.Future[None] = self._loop.create_future()  # connection_lost ran
+        self._connection_error: BaseException | None = None
+        self._inbox: collections.deque[Message] = collections.deque()  # before dispatch
+        self._inbox_waiter: asyncio.Future[None] | None = None
+        self._fragments: list[bytes | bytearray] = []
+        self._fragmented_opcode: Opcode | None = None
+        self._write_paused = False
+        self._write_waiters: list[asyncio.Future[None]] = []
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    # -- opening ------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        open_timeout_seconds: float,
+        on_message: Callable[[Message], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> WebSocketTransport:
+        """Connect to ``url`` (``ws://`` or ``wss://``), through the environment's
+        proxy if it names one, and complete the opening handshake within
+        ``open_timeout_seconds``.
+
+        ``on_message`` gets every message from the start; without it messages
+        wait for :meth:`receive` or :meth:`start_dispatch`. ``ssl_context``
+        defaults to :func:`ssl.create_default_context` for ``wss``.
+
+        Raises ``OSError`` (refused, unreachable, no such host, TLS),
+        ``TimeoutError``, :class:`~websockets.exceptions.InvalidURI` and
+        :class:`~websockets.exceptions.InvalidHandshake` (``InvalidStatus``
+        carrying the refused response)."""
+        uri = parse_uri(url)
+        if uri.secure and ssl_context is None:
+            ssl_context = ssl.create_default_context()
+        elif not uri.secure:
+            ssl_context = None
+        protocol = ClientProtocol(uri, max_size=None)  # no extensions: no compression
+        try:
+            async with asyncio.timeout(open_timeout_seconds):
+                connection = await _connect(uri, ssl_context, lambda: cls(protocol, on_message))
+                try:
+                    await connection._handshake(headers)
+                except BaseException:
+                    connection._abort()
+                    raise
+        except TimeoutError as exception:
+            raise TimeoutError("timed out during opening handshake") from exception
+        return connection
+
+    async def _handshake(self, headers: Mapping[str, str]) -> None:
+        """Send the upgrade request and wait for the response; raise the
+        protocol's reason if the server refused (or the connection ended)."""
+        request = self.protocol.connect()
+        request.headers.update(headers)
+        request.headers.setdefault("User-Agent", USER_AGENT)
+        self.protocol.send_request(request)
+        self._flush()
+        await asyncio.shield(self._handshake_done)
+        if self.protocol.handshake_exc is not None:
+            raise self.protocol.handshake_exc
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        """The next message not yet dispatched (for a reader before
+        :meth:`start_dispatch`); raise ``ConnectionClosed`` at the end."""
+        if self._on_message is not None:
+            raise RuntimeError("messages go to the callback; nothing is kept to receive")
+        while not self._inbox:
+            if self._closed.done():
+                raise self.close_exception()
+            waiter = self._inbox_waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._inbox_waiter = None
+        return self._inbox.popleft()
+
+    def start_dispatch(self, on_message: Callable[[Message], None]) -> None:
+        """Hand every message to ``on_message`` from now on, first those kept."""
+        self._on_message = on_message
+        while self._inbox:
+            self._deliver_to(on_message, self._inbox.popleft())
+
+    def _message(self, message: Message) -> None:
+        """A whole message arrived: to the callback, or kept until there is one."""
+        on_message = self._on_message
+        if on_message is not None:
+            self._deliver_to(on_message, message)
+            return
+        self._inbox.append(message)
+        waiter = self._inbox_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    @staticmethod
+    def _deliver_to(on_message: Callable[[Message], None], message: Message) -> None:
+        """Call the callback; its failure is logged, and the connection goes on.
+
+        Each server frame stands alone (a delivery, a confirm, a reply) and each
+        has its own recovery should its handling fail (redelivery after the ack
+        timeout, the request's timeout), while ending the connection would fail
+        every request in flight and redeliver every message held for one
+        frame's bug, and loop reconnecting if the bug repeats. Letting the
+        exception escape ``data_received`` would make asyncio drop the
+        connection along with the other messages of the same read."""
+        try:
+            on_message(message)
+        except Exception:
+            logger.exception("relaymq: error handling a message from the server")
+
+    def _frame(self, frame: Frame) -> None:
+        """A data frame: a whole message, or a fragment of one. (The protocol
+        answers pings, echoes a close frame and checks the order of fragments.)"""
+        opcode = frame.opcode
+        if opcode is Opcode.BINARY or opcode is Opcode.TEXT:
+            if frame.fin:
+                self._complete(opcode, frame.data)
+            else:
+                self._fragmented_opcode = opcode
+                self._fragments = [frame.data]
+        elif opcode is Opcode.CONT:
+            self._fragments.append(frame.data)
+            if frame.fin:
+                fragments, self._fragments = self._fragments, []
+                assert self._fragmented_opcode is not None
+                self._complete(self._fragmented_opcode, b"".join(fragments))
+                self._fragmented_opcode = None
+
+    def _complete(self, opcode: Opcode, data: bytes | bytearray) -> None:
+        """A message's whole payload: decoded if it is text, then handed on."""
+        if opcode is Opcode.BINARY:
+            self._message(bytes(data))
+            return
+        try:
+            text = data.decode()
+        except UnicodeDecodeError as exception:
+            self.protocol.fail(CloseCode.INVALID_DATA, f"{exception.reason} at {exception.start}")
+            self._flush()
+            return
+        self._message(text)
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def send(self, data: bytes) -> None:
+        """Send one binary message. Returns at once unless the write buffer is
+        over its high-water mark, then when it has drained enough; raises
+        ``ConnectionClosed`` once the connection is closing or closed."""
+        protocol = self.protocol
+        if protocol.state is not OPEN:
+            await self._raise_closed()
+        protocol.send_binary(data)
+        assert self._transport is not None
+        self._transport.write(b"".join(protocol.data_to_send()))
+        if self._write_paused:
+            await self._writable()
+
+    async def _writable(self) -> None:
+        """Wait until the transport resumes writing; raise if it closed meanwhile."""
+        waiter = self._loop.create_future()
+        self._write_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            self._write_waiters.remove(waiter)
+        if self._closed.done():
+            raise self.close_exception()
+
+    async def _raise_closed(self) -> None:
+        """Wait for the end of a closing connection, then raise why it ended."""
+        await asyncio.shield(self._closed)
+        raise self.close_exception()
+
+    def _flush(self) -> None:
+        """Write what the protocol has to send; ``b""`` means end of stream."""
+        transport = self._transport
+        assert transport is not None
+        for data in self.protocol.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                # uvloop raises RuntimeError on a transport closing already.
+                with contextlib.suppress(OSError, RuntimeError):
+                    transport.write_eof()
+            else:  # TLS cannot half-close
+                transport.close()
+        if self._close_timer is None and self.protocol.close_expected():
+            # The server closes TCP after the closing handshake; do not wait forever.
+            self._close_timer = self._loop.call_later(CLOSE_TIMEOUT_SECONDS, self._abort)
+
+    # -- closing ------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> asyncio.Future[None]:
+        """Done once the TCP connection is gone (await it through :meth:`wait_closed`,
+        or hand it to ``asyncio.wait``: it is never cancelled by a waiter)."""
+        return self._closed
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code received (1006 without a close frame); ``None`` while open."""
+        return self.protocol.close_code
+
+    def close_exception(self) -> ConnectionClosed:
+        """Why the connection ended, as the ``ConnectionClosed`` websockets raises
+        (``ConnectionClosedOK`` after a normal closing handshake, else
+        ``ConnectionClosedError``; chained to a network error if there was one)."""
+        exception = self.protocol.close_exc
+        if self._connection_error is not None:
+            exception.__cause__ = self._connection_error
+        return exception
+
+    async def wait_closed(self) -> ConnectionClosed:
+        """Wait for the end of the connection and return why it ended."""
+        await asyncio.shield(self._closed)
+        return self.close_exception()
+
+    async def close(
+        self, code: int = CloseCode.NORMAL_CLOSURE, close_timeout_seconds: float = 1.0
+    ) -> None:
+        """Do the closing handshake and wait for the server to close the TCP
+        connection; drop it after ``close_timeout_seconds``."""
+        if self._transport is None or self._closed.done():
+            return
+        if self._close_timer is None:
+            self._close_timer = self._loop.call_later(close_timeout_seconds, self._abort)
+        if self.protocol.state is OPEN:
+            self.protocol.send_close(code)
+            self._flush()
+        await asyncio.shield(self._closed)
+
+    def _abort(self) -> None:
+        """Drop the TCP connection at once."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """The socket is connected (and TLS done): keep the transport."""
+        # A cast, not an isinstance check: uvloop's transports do not subclass asyncio's.
+        stream = cast(asyncio.Transport, transport)
+        stream.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_BYTES)
+        self._transport = stream
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the protocol, write its replies (pongs, the close echo) at once,
+        then handle what it parsed."""
+        protocol = self.protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        self._flush()
+        for event in events:
+            self._event(event)
+
+    def _event(self, event: Event) -> None:
+        """One parsed event: a frame, or the handshake response."""
+        if isinstance(event, Frame):
+            self._frame(event)
+        elif isinstance(event, Response) and not self._handshake_done.done():
+            self._handshake_done.set_result(None)
+
+    def eof_received(self) -> None:
+        """The server closed its side: after a closing handshake that is the end;
+        without one, the protocol records an abnormal closure (1006). Returning
+        ``None`` lets asyncio close the socket."""
+        self.protocol.receive_eof()
+        events = self.protocol.events_received()  # a response read to EOF, at most
+        self._flush()
+        for event in events:
+            self._event(event)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The socket is closed: the protocol is CLOSED, and every waiter wakes."""
+        self.protocol.receive_eof()  # idempotent; makes the state CLOSED
+        self.protocol.data_to_send()  # nowhere to write any more
+        self._connection_error = exc
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        for future in (self._handshake_done, self._closed, self._inbox_waiter):
+            if future is not None and not future.done():
+                future.set_result(None)
+        for waiter in self._write_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        """The write buffer went over its high-water mark: sends wait."""
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        """The write buffer drained below its low-water mark: waiting sends go on."""
+        self._write_paused = False
+        for waiter in self._write_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+async def _connect(
+    uri: WebSocketURI,
+    ssl_context: ssl.SSLContext | None,
+    factory: Callable[[], WebSocketTransport],
+) -> WebSocketTransport:
+    """A TCP (or TLS) connection to the server, through the proxy the environment
+    names for it (``wss_proxy``, ``https_proxy``, ``all_proxy``... and ``no_proxy``,
+    as websockets' own client chooses) or directly.
+
+    The proxy handshakes are websockets' own: an HTTP ``CONNECT`` tunnel, or SOCKS
+    when python-socks is installed. TLS to the server then runs inside the tunnel."""
+    loop = asyncio.get_running_loop()
+    server_hostname = uri.host if ssl_context is not None else None
+    proxy = get_proxy(uri)
+    if proxy is None:
+        _, connection = await loop.create_connection(
+            factory, uri.host, uri.port, ssl=ssl_context, server_hostname=server_hostname
+        )
+        return connection
+    parsed = parse_proxy(proxy)
+    if parsed.scheme.startswith("socks"):
+        sock = await connect_socks_proxy(parsed, uri)
+        _, connection = await loop.create_connection(
+            factory, sock=sock, ssl=ssl_context, server_hostname=server_hostname
+        )
+        return connection
+    to_proxy: dict[str, Any] = {"ssl": True} if parsed.scheme == "https" else {}
+    tunnel = await connect_http_proxy(parsed, uri, user_agent_header=USER_AGENT, **to_proxy)
+    connection = factory()
+    tunnel.set_protocol(connection)
+    if ssl_context is not None:
+        secured = await loop.start_tls(
+            tunnel, connection, ssl_context, server_hostname=server_hostname
+        )
+        assert secured is not None  # start_tls returns None only when cancelled
+        tunnel = secured
+    connection.connection_made(tunnel)
+    return connection
