@@ -67,20 +67,38 @@ async def test_the_even_timer_ticks_every_fraction_of_a_millisecond() -> None:
     # What makes even pacing even: the event loop's own timers cannot sleep 0.2 ms
     # (asyncio sleeps a whole millisecond, uvloop not at all); the timerfd can.
     interval_ns = 200_000
+    timer = SubMillisecondTicker(asyncio.get_running_loop(), interval_ns)
     first_ns = time.perf_counter_ns() + interval_ns
-    timer = SubMillisecondTicker(asyncio.get_running_loop(), first_ns, interval_ns)
     woke_ns = []
     try:
         async with asyncio.timeout(5):
-            for _ in range(21):
-                await timer.tick()
+            for tick in range(21):
+                due_ns = first_ns + tick * interval_ns
+                while time.perf_counter_ns() < due_ns:  # as the pacer waits
+                    await timer.tick_at(due_ns)
                 woke_ns.append(time.perf_counter_ns())
     finally:
         timer.close()
-    assert woke_ns[0] >= first_ns  # never before the first expiry
-    assert woke_ns[-1] - woke_ns[0] >= 20 * interval_ns - interval_ns  # no tick twice
+    assert all(woke >= first_ns + tick * interval_ns for tick, woke in enumerate(woke_ns))
     gaps = [later - earlier for earlier, later in itertools.pairwise(woke_ns)]
     assert statistics.median(gaps) < 900_000
+
+
+@linux_only
+async def test_a_tick_nobody_waits_for_stops_the_timer_until_the_next_wait() -> None:
+    interval_ns = 5_000_000
+    timer = SubMillisecondTicker(asyncio.get_running_loop(), interval_ns)
+    try:
+        async with asyncio.timeout(5):
+            await timer.tick_at(time.perf_counter_ns() + interval_ns)
+            assert timer.armed
+            await asyncio.sleep(0.02)  # the next ticks come with nobody waiting
+            assert not timer.armed  # so the timer stopped instead of waking the loop
+            due_ns = time.perf_counter_ns() + interval_ns
+            await timer.tick_at(due_ns)
+            assert time.perf_counter_ns() >= due_ns  # armed again, for that time
+    finally:
+        timer.close()
 
 
 @linux_only

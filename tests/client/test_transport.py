@@ -383,25 +383,78 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.close()
 
 
-async def test_the_environments_http_proxy_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def echo(websocket: ServerConnection) -> None:
-        async for message in websocket:
-            await websocket.send(message)
+PROXY_VARIABLES = ("ws", "wss", "socks", "http", "https", "all", "no")
 
+
+@contextlib.asynccontextmanager
+async def proxied(monkeypatch: pytest.MonkeyPatch, **proxies: str) -> AsyncIterator[ConnectProxy]:
+    """A tunnelling proxy on loopback, named in the environment as ``proxies`` say
+    (``{"ws": "proxy"}`` sets ``ws_proxy`` to it); every other proxy variable unset."""
     proxy = ConnectProxy()
-    proxy_server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
-    proxy_port = proxy_server.sockets[0].getsockname()[1]
-    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY", "https_proxy", "HTTPS_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy_port}")
+    server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+    address = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    for name in PROXY_VARIABLES:
+        for variable in (f"{name}_proxy", f"{name.upper()}_PROXY"):
+            monkeypatch.delenv(variable, raising=False)
+    for name, value in proxies.items():
+        monkeypatch.setenv(f"{name}_proxy", address if value == "proxy" else value)
+    async with server:
+        yield proxy
+
+
+async def echo_server(websocket: ServerConnection) -> None:
+    async for message in websocket:
+        await websocket.send(message)
+
+
+async def round_trip(url: str, **options: Any) -> None:
     inbox = Inbox()
-    async with proxy_server, serving(echo) as url:
-        transport = await open_transport(url, inbox)
-        await transport.send(b"through the tunnel")
-        assert await inbox.wait_for(1) == [b"through the tunnel"]
-        await transport.close()
-    server_address = url.removeprefix("ws://").split("/")[0]
-    assert proxy.tunnels == [server_address]
+    transport = await WebSocketTransport.open(
+        url, headers={}, open_timeout_seconds=WAIT_SECONDS, on_message=inbox, **options
+    )
+    await transport.send(b"hello")
+    assert await inbox.wait_for(1) == [b"hello"]
+    await transport.close()
+
+
+def host_port(url: str) -> str:
+    return url.split("://", 1)[1].split("/")[0]
+
+
+async def test_the_environments_http_proxy_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with proxied(monkeypatch, http="proxy") as proxy, serving(echo_server) as url:
+        await round_trip(url)
+    assert proxy.tunnels == [host_port(url)]
+
+
+async def test_no_proxy_bypasses_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with (
+        proxied(monkeypatch, ws="proxy", no="127.0.0.1") as proxy,
+        serving(echo_server) as url,
+    ):
+        await round_trip(url)
+    assert proxy.tunnels == []
+
+
+async def test_wss_runs_tls_inside_the_proxys_tunnel(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    authority = Authority(tmp_path, "proxy-test-ca")
+    issued = authority.issue("server", server=True)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(issued.certificate, issued.key)
+    client_context = ssl.create_default_context(cafile=str(authority.files.certificate))
+    async with (
+        proxied(monkeypatch, https="proxy") as proxy,
+        serving(echo_server, ssl=server_context) as url,
+    ):
+        await round_trip(url.replace("ws://", "wss://"), ssl_context=client_context)
+    assert proxy.tunnels == [host_port(url)]
+
+
+def test_wss_through_a_proxy_on_uvloop(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # start_tls on a tunnel's transport is where uvloop's transports differ most.
+    uvloop.run(test_wss_runs_tls_inside_the_proxys_tunnel(monkeypatch, tmp_path))
 
 
 @pytest.mark.parametrize(

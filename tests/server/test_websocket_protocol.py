@@ -165,16 +165,18 @@ def pong(seq: int) -> frames.Pong:
     return frames.Pong(seq=seq)
 
 
-def outbox_of(served: Served) -> Outbox:
-    """An outbox on the served connection, which the app accepted already."""
-    websocket = WebSocket(served.app.scope, receive=_never, send=served.app.send)
+def outbox_of(served: Served, write_now: bool = True) -> Outbox:
+    """An outbox on the served connection, which the app accepted already; without
+    ``write_now`` its scope lacks the extension, as under another ASGI server."""
+    scope = served.app.scope if write_now else {**served.app.scope, "extensions": {}}
+    websocket = WebSocket(scope, receive=_never, send=served.app.send)
     websocket.client_state = websocket.application_state = WebSocketState.CONNECTED
     return Outbox(websocket)
 
 
 async def test_the_outbox_writes_in_the_producers_call_when_idle(served: Served) -> None:
     outbox = outbox_of(served)
-    assert outbox.put_nowait(pong(1), "msgpack")
+    assert outbox.offer(pong(1), "msgpack")
     assert not outbox.frames  # written, not queued: no writer task runs in this test
     assert frames.decode_server_frame(await received(served.client)) == pong(1)
 
@@ -186,18 +188,33 @@ async def test_the_outbox_queues_while_paused_and_sends_in_order_on_resume(
     writer = asyncio.create_task(outbox.write_forever())
     try:
         served.connection.pause_writing()
-        assert outbox.put_nowait(pong(0), "msgpack")
+        assert outbox.offer(pong(0), "msgpack")
         await asyncio.sleep(0.05)
         assert outbox.sending  # the writer waits in its ASGI send with the first frame
         for seq in range(1, SEND_QUEUE_FRAMES + 1):
-            assert outbox.put_nowait(pong(seq), "msgpack")
-        assert not outbox.put_nowait(pong(SEND_QUEUE_FRAMES + 1), "msgpack")  # full
+            assert outbox.offer(pong(seq), "msgpack")
+        assert not outbox.offer(pong(SEND_QUEUE_FRAMES + 1), "msgpack")  # full
         late = asyncio.create_task(outbox.put(pong(SEND_QUEUE_FRAMES + 1), "msgpack"))
         await nothing_received(served.client)
         served.connection.resume_writing()
         for seq in range(SEND_QUEUE_FRAMES + 2):
             assert frames.decode_server_frame(await received(served.client)) == pong(seq)
         await late
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+
+
+async def test_without_the_extension_the_writer_task_sends_through_asgi(
+    served: Served,
+) -> None:
+    outbox = outbox_of(served, write_now=False)
+    assert outbox.offer(pong(1), "msgpack")
+    assert list(outbox.frames) == [frames.encode_binary(pong(1))]  # queued for the writer
+    writer = asyncio.create_task(outbox.write_forever())
+    try:
+        assert frames.decode_server_frame(await received(served.client)) == pong(1)
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):

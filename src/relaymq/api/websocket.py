@@ -3,14 +3,15 @@
 Owns the life of one WebSocket connection: reading and dispatching client
 frames (decoded by :mod:`relaymq.protocol.frames`), pipelined publishes confirmed
 after durability, one push loop per subscription limited by credit, and the
-bounded send queue every server frame goes through. ``docs/protocol.md`` is
-the protocol's specification.
+bounded send queue of the server frames that cannot be written at once.
+``docs/protocol.md`` is the protocol's specification.
 
 Everything is bounded, so a slow or hostile client never makes the server
 buffer without limit:
 
 * the send queue holds at most :data:`SEND_QUEUE_FRAMES` frames; whoever
-  produces a frame waits when it is full;
+  produces a frame waits when it is full (a confirm, sent from a callback, then
+  waits in a task that holds its publish's window share);
 * publishes in progress are limited per connection (messages and bytes); at
   the limit the reader stops reading, which is TCP backpressure on the client;
 * a subscription never has more unacked messages out than its credit, which
@@ -98,7 +99,7 @@ class Outbox:
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
-        extension = websocket.scope.get("extensions", {}).get(WRITE_NOW_EXTENSION)
+        extension = (websocket.scope.get("extensions") or {}).get(WRITE_NOW_EXTENSION)
         self.write_now: Callable[[bytes | str], bool] | None = (
             extension["write"] if extension is not None else None
         )
@@ -112,11 +113,11 @@ class Outbox:
 
     async def put(self, frame: frames.ServerFrame, encoding: Encoding) -> None:
         """Send or queue a frame; waits while the queue is full; dropped once closed."""
-        while not self.put_nowait(frame, encoding):
+        while not self.offer(frame, encoding):
             self.space.clear()
             await self.space.wait()
 
-    def put_nowait(self, frame: frames.ServerFrame, encoding: Encoding) -> bool:
+    def offer(self, frame: frames.ServerFrame, encoding: Encoding) -> bool:
         """Send or queue a frame without waiting; ``False``, having done nothing, when
         the queue is full. A closed outbox drops the frame."""
         if self.closed:
@@ -610,18 +611,23 @@ class Connection:
     ) -> None:
         """Queue a publish's ``confirm`` (or ``error``) once it is durable, without a
         task unless the send queue is full; the window share is given back only once
-        the reply is queued, so replies cannot pile up. A cancelled publish (the
-        connection is closing) is not answered."""
-        if durable.cancelled():
-            self.window.release(*share)
-            return
-        reply = confirmation(seq, durable)
-        if self.outbox.put_nowait(reply, self.pinned_encoding or encoding):
-            self.window.release(*share)
-            return
-        task = asyncio.create_task(self.confirm_later(reply, encoding, share))
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        the reply is queued, so replies cannot pile up, and on every other way out. A
+        cancelled publish (a share of a publish over several streams was cancelled,
+        or the loop is shutting down) is not answered."""
+        handed_over = False
+        try:
+            if durable.cancelled():
+                return
+            reply = confirmation(seq, durable)
+            if self.outbox.offer(reply, self.pinned_encoding or encoding):
+                return
+            task = asyncio.create_task(self.confirm_later(reply, encoding, share))
+            handed_over = True
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+        finally:
+            if not handed_over:
+                self.window.release(*share)
 
     async def confirm_later(
         self, reply: frames.ServerFrame, encoding: Encoding, share: tuple[int, int]

@@ -63,15 +63,16 @@ def _libc() -> ctypes.CDLL:
 class SubMillisecondTicker:
     """A periodic timer with nanosecond resolution on the running event loop.
 
-    A ``timerfd`` on ``CLOCK_MONOTONIC`` (the clock of ``time.perf_counter_ns``),
-    armed once to expire at ``first_ns`` and every ``interval_ns`` after, and
-    registered once with the loop as a reader; :meth:`tick` waits for the next
-    expiry. A tick nobody waits for is dropped, so a sleeper that fell behind does
-    not wake for the ticks it missed. Per tick one ``read``; it never spins. One
-    sleeper at a time.
+    A ``timerfd`` on ``CLOCK_MONOTONIC`` (the clock of ``time.perf_counter_ns``)
+    registered once with the loop as a reader. :meth:`tick_at` waits for a time on
+    the schedule (a multiple of ``interval_ns`` from any tick); the first call arms
+    the timer there, periodic, so a sleeper that keeps up costs one ``read`` per
+    tick. A tick nobody waits for disarms the timer: a producer held up elsewhere
+    (backpressure) is not woken at its rate for nothing, and the next
+    :meth:`tick_at` arms it again. It never spins. One sleeper at a time.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, first_ns: int, interval_ns: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval_ns: int) -> None:
         if sys.platform != "linux":
             raise ValueError("a sub-millisecond timer needs Linux's timerfd")
         # TFD_NONBLOCK and TFD_CLOEXEC are defined as O_NONBLOCK and O_CLOEXEC.
@@ -79,26 +80,35 @@ class SubMillisecondTicker:
         if descriptor < 0:
             raise OSError(ctypes.get_errno(), "timerfd_create failed")
         try:
-            spec = _TimerSpec(_timespec(max(interval_ns, 1)), _timespec(max(first_ns, 1)))
-            if _libc().timerfd_settime(descriptor, _TFD_TIMER_ABSTIME, spec, None) < 0:
-                raise OSError(ctypes.get_errno(), "timerfd_settime failed")
             loop.add_reader(descriptor, self._expired)
         except BaseException:
             os.close(descriptor)
             raise
         self._descriptor = descriptor
         self._loop = loop
+        self._interval_ns = max(interval_ns, 1)
         self._waiter: asyncio.Future[None] | None = None
+        self.armed = False  # whether the kernel timer runs
 
-    async def tick(self) -> None:
-        """Sleep until the timer's next expiry."""
+    async def tick_at(self, due_ns: int) -> None:
+        """Sleep until the tick at ``due_ns`` (``time.perf_counter_ns``), or an
+        earlier one of the schedule the timer already runs on."""
         if self._waiter is not None:
             raise RuntimeError("the timer already has a sleeper")
+        if not self.armed:
+            self._arm(_timespec(self._interval_ns), _timespec(max(due_ns, 1)))
         self._waiter = self._loop.create_future()
         try:
             await self._waiter
         finally:
             self._waiter = None
+
+    def _arm(self, interval: _TimeSpec, first: _TimeSpec) -> None:
+        """Set the kernel timer (a zero ``first`` disarms it)."""
+        spec = _TimerSpec(interval, first)
+        if _libc().timerfd_settime(self._descriptor, _TFD_TIMER_ABSTIME, spec, None) < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+        self.armed = bool(first.tv_sec or first.tv_nsec)
 
     def _expired(self) -> None:
         try:
@@ -107,6 +117,8 @@ class SubMillisecondTicker:
             return
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+        elif self.armed:
+            self._arm(_TimeSpec(0, 0), _TimeSpec(0, 0))
 
     def close(self) -> None:
         """Stop watching the timer and close it (again: nothing)."""
@@ -141,15 +153,14 @@ class Pacer:
         self.schedule_lag = schedule_lag
         self.pacing = pacing
         self.started_ns = time.perf_counter_ns()
-        # Whole nanoseconds, so the even pacer's ticks fall exactly on the due times.
+        # Whole nanoseconds, so the even pacer's ticks fall exactly on the due times (the
+        # rate is then 1e9 / round(1e9 / rate): 0.01% off at 300,000 msg/s).
         self.interval_ns = round(1e9 / rate_per_second) if rate_per_second else 0
         self._timer: SubMillisecondTicker | None = None
 
     def __enter__(self) -> Pacer:
         if self.rate_per_second is not None and self.pacing == "even":
-            self._timer = SubMillisecondTicker(
-                asyncio.get_running_loop(), self.started_ns + self.interval_ns, self.interval_ns
-            )
+            self._timer = SubMillisecondTicker(asyncio.get_running_loop(), self.interval_ns)
         return self
 
     def __exit__(
@@ -183,7 +194,7 @@ class Pacer:
         # retried at once would keep a CPU busy that the broker under test needs.
         while (delay_ns := due - time.perf_counter_ns()) > 0:
             if self._timer is not None:
-                await self._timer.tick()  # the ticks are the schedule's due times
+                await self._timer.tick_at(due)
             else:
                 await asyncio.sleep(max(delay_ns / 1e9, TIMER_GRANULARITY_SECONDS))
 

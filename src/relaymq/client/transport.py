@@ -290,7 +290,9 @@ class WebSocketTransport(asyncio.Protocol):
         return self.close_exception()
 
     async def close(
-        self, code: int = CloseCode.NORMAL_CLOSURE, close_timeout_seconds: float = 1.0
+        self,
+        code: int = CloseCode.NORMAL_CLOSURE,
+        close_timeout_seconds: float = CLOSE_TIMEOUT_SECONDS,
     ) -> None:
         """Do the closing handshake and wait for the server to close the TCP
         connection; drop it after ``close_timeout_seconds``."""
@@ -376,8 +378,9 @@ async def _connect(
     factory: Callable[[], WebSocketTransport],
 ) -> WebSocketTransport:
     """A TCP (or TLS) connection to the server, through the proxy the environment
-    names for it (``wss_proxy``, ``https_proxy``, ``all_proxy``... and ``no_proxy``,
-    as websockets' own client chooses) or directly.
+    names for it, as websockets' own client chooses one (for ``ws://``: ``ws_proxy``,
+    ``socks_proxy``, ``https_proxy``, ``http_proxy``; for ``wss://``: ``wss_proxy``,
+    ``socks_proxy``, ``https_proxy``; none for a host ``no_proxy`` lists), or directly.
 
     The proxy handshakes are websockets' own: an HTTP ``CONNECT`` tunnel, or SOCKS
     when python-socks is installed. TLS to the server then runs inside the tunnel."""
