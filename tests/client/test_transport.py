@@ -63,6 +63,12 @@ async def open_transport(
     )
 
 
+async def ended(transport: WebSocketTransport) -> ConnectionClosed:
+    """Wait for the end of the connection; why it ended."""
+    await asyncio.shield(transport.closed)
+    return transport.close_exception()
+
+
 class Inbox:
     """A message callback that collects what it gets and wakes a waiter."""
 
@@ -230,7 +236,7 @@ async def test_closing_completes_the_handshake_with_the_server() -> None:
         started = time.monotonic()
         await transport.close(close_timeout_seconds=WAIT_SECONDS)
         assert time.monotonic() - started < 1  # the server closed TCP: no time-out
-        reason = await transport.wait_closed()
+        reason = await ended(transport)
         assert isinstance(reason, ConnectionClosedOK)
         assert reason.sent is not None and reason.sent.code == 1000
         assert reason.rcvd is not None and reason.rcvd.code == 1000
@@ -250,10 +256,10 @@ async def test_a_close_from_the_server_is_echoed_and_ends_the_connection() -> No
     async with serving(closes, close_timeout=WAIT_SECONDS) as url:
         transport = await open_transport(url, Inbox())
         async with asyncio.timeout(WAIT_SECONDS):
-            reason = await transport.wait_closed()
+            reason = await ended(transport)
             assert await echoed == 4001
         assert reason.rcvd is not None and (reason.rcvd.code, reason.rcvd.reason) == (4001, "bye")
-        assert transport.close_code == 4001
+        assert transport.protocol.close_code == 4001
 
 
 async def test_an_end_of_stream_without_a_close_frame_is_an_abnormal_closure() -> None:
@@ -264,9 +270,9 @@ async def test_an_end_of_stream_without_a_close_frame_is_an_abnormal_closure() -
     async with serving(hangs_up) as url:
         transport = await open_transport(url, Inbox())
         async with asyncio.timeout(WAIT_SECONDS):
-            reason = await transport.wait_closed()
+            reason = await ended(transport)
         assert isinstance(reason, ConnectionClosedError) and reason.rcvd is None
-        assert transport.close_code == 1006
+        assert transport.protocol.close_code == 1006
         with pytest.raises(ConnectionClosedError):
             await transport.send(b"anyone?")
 
@@ -310,7 +316,7 @@ async def test_a_failing_callback_is_logged_and_the_connection_goes_on(
             await transport.send(b"fine")
             assert await inbox.wait_for(1) == [b"fine"]
         assert "error handling a message" in caplog.text
-        assert transport.close_code is None  # still open
+        assert transport.protocol.close_code is None  # still open
         await transport.close()
 
 
@@ -340,7 +346,7 @@ async def test_wss_verifies_the_server_by_its_host(tmp_path: Path) -> None:
         await transport.send(b"over tls")
         assert await inbox.wait_for(1) == [b"over tls"]
         await transport.close()
-        assert isinstance(await transport.wait_closed(), ConnectionClosedOK)
+        assert isinstance(await ended(transport), ConnectionClosedOK)
 
 
 async def test_receive_raises_connection_closed_at_the_end() -> None:

@@ -266,14 +266,9 @@ class WebSocketTransport(asyncio.Protocol):
 
     @property
     def closed(self) -> asyncio.Future[None]:
-        """Done once the TCP connection is gone (await it through :meth:`wait_closed`,
-        or hand it to ``asyncio.wait``: it is never cancelled by a waiter)."""
+        """Done once the TCP connection is gone (hand it to ``asyncio.wait``, or await
+        it shielded; :meth:`close_exception` then says why)."""
         return self._closed
-
-    @property
-    def close_code(self) -> int | None:
-        """The close code received (1006 without a close frame); ``None`` while open."""
-        return self.protocol.close_code
 
     def close_exception(self) -> ConnectionClosed:
         """Why the connection ended, as the ``ConnectionClosed`` websockets raises
@@ -283,11 +278,6 @@ class WebSocketTransport(asyncio.Protocol):
         if self._connection_error is not None:
             exception.__cause__ = self._connection_error
         return exception
-
-    async def wait_closed(self) -> ConnectionClosed:
-        """Wait for the end of the connection and return why it ended."""
-        await asyncio.shield(self._closed)
-        return self.close_exception()
 
     async def close(
         self,
