@@ -24,6 +24,11 @@ from websockets.uri import parse_uri
 from tests.server.conftest import AUTH_HEADERS, Api, RunningServer, start_server
 
 RECEIVE_TIMEOUT_SECONDS = 10
+NOWHERE_PUBLISH = {
+    "op": "publish",
+    "seq": 7,
+    "messages": [{"subject": "nowhere.x", "payload": b"x"}],
+}
 
 
 def ws_url(server: RunningServer, namespace: str) -> str:
@@ -393,6 +398,12 @@ async def test_hello_pins_the_encoding(client: Client) -> None:
         ('{"op":"publish","seq":7,"messages":[{"subject":"bad..subject"}]}', "invalid_subject"),
         ('{"op":"subscribe","seq":7,"sub":"s","subscription":"missing"}', "subscription_not_found"),
         ('{"op":"ack","seq":7,"sub":"nope","receipts":["x"]}', "not_found"),
+        # Binary publishes and acks are handled in the protocol's call (receive_now).
+        (msgspec.msgpack.encode(NOWHERE_PUBLISH), "no_stream_for_subject"),
+        (
+            msgspec.msgpack.encode({"op": "ack", "seq": 7, "sub": "nope", "receipts": ["x"]}),
+            "not_found",
+        ),
     ],
 )
 async def test_bad_frames_get_error_frames(client: Client, frame: str | bytes, code: str) -> None:
@@ -461,6 +472,18 @@ async def test_pings_keep_a_connection_open(impatient_server: RunningServer) -> 
         for seq in range(8):  # 2.4 s, well past the 1 s idle timeout
             await client.send({"op": "ping", "seq": seq})
             assert await client.next("pong") == {"op": "pong", "seq": seq}
+            await asyncio.sleep(0.3)
+
+
+async def test_binary_publishes_keep_a_connection_open(impatient_server: RunningServer) -> None:
+    async with connect(
+        ws_url(impatient_server, "default"), additional_headers=AUTH_HEADERS
+    ) as websocket:
+        client = Client(websocket)
+        for seq in range(8):  # 2.4 s, well past the 1 s idle timeout
+            await client.send({**NOWHERE_PUBLISH, "seq": seq}, binary=True)
+            error = await client.next("error")
+            assert (error["code"], error["seq"]) == ("no_stream_for_subject", seq)
             await asyncio.sleep(0.3)
 
 

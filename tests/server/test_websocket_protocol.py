@@ -1,6 +1,8 @@
 """The server's WebSocket protocol reads ahead a few small messages instead of pausing
 the socket after each one, and still pauses when the app falls behind; it offers the
-app a synchronous write, which the connection's outbox uses.
+app a synchronous write, which the connection's outbox uses, and hands binary messages
+to a receiver the app registers, in the call that read them, without breaking their
+order.
 
 Uvicorn serves a small app on a real socket with the protocol class RelayMQ runs; a
 real ``websockets`` client sends and receives the frames. Whether the server's side of
@@ -22,6 +24,7 @@ from relaymq.api.websocket import SEND_QUEUE_FRAMES, Outbox
 from relaymq.api.websocket_protocol import (
     READ_AHEAD_MESSAGE_BYTES,
     READ_AHEAD_MESSAGES,
+    RECEIVE_NOW_EXTENSION,
     WRITE_NOW_EXTENSION,
     ReadAheadWebSocketProtocol,
 )
@@ -36,7 +39,7 @@ class SlowApp:
 
     def __init__(self) -> None:
         self.read = asyncio.Event()
-        self.received: list[bytes] = []
+        self.received: list[bytes | str] = []
         self.scope: dict[str, Any] = {}
         self.send: Any = None
 
@@ -49,7 +52,7 @@ class SlowApp:
             message = await receive()
             if message["type"] != "websocket.receive":
                 return
-            self.received.append(message["bytes"])
+            self.received.append(message.get("bytes") or message["text"])
 
 
 class Served:
@@ -69,6 +72,10 @@ class Served:
     @property
     def write_now(self) -> Any:
         return self.app.scope["extensions"][WRITE_NOW_EXTENSION]["write"]
+
+    @property
+    def register(self) -> Any:
+        return self.app.scope["extensions"][RECEIVE_NOW_EXTENSION]["register"]
 
     def reading(self) -> bool:
         return self.connection.transport.is_reading()  # type: ignore[attr-defined]
@@ -219,6 +226,58 @@ async def test_without_the_extension_the_writer_task_sends_through_asgi(
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await writer
+
+
+async def offered(calls: list[bytes], count: int) -> None:
+    async with asyncio.timeout(WAIT_SECONDS):
+        while len(calls) < count:
+            await asyncio.sleep(0.005)
+
+
+async def test_a_registered_receiver_takes_binary_messages_in_order(served: Served) -> None:
+    taken: list[bytes] = []
+    served.register(lambda data: taken.append(data) or True)
+    for number in range(3):
+        await served.client.send(bytes([number]))
+    await served.client.send("text")  # only binary messages are offered
+    await served.queued(1)
+    assert taken == [b"\x00", b"\x01", b"\x02"]
+    served.app.read.set()
+    await served.app_has(1)
+    assert served.app.received == ["text"]
+
+
+async def test_a_refused_message_is_queued_and_so_is_every_one_behind_it(
+    served: Served,
+) -> None:
+    offers: list[bytes] = []
+
+    def receiver(data: bytes) -> bool:
+        offers.append(data)
+        return data != b"first"
+
+    served.register(receiver)
+    await served.client.send(b"first")
+    await served.client.send(b"second")
+    await served.queued(2)
+    assert offers == [b"first"]  # "second" would overtake "first": not offered
+    served.app.read.set()
+    await served.app_has(2)
+    assert served.app.received == [b"first", b"second"]
+    await served.client.send(b"third")  # nothing waits ahead any more
+    await offered(offers, 2)
+    assert offers == [b"first", b"third"]
+
+
+async def test_unregistering_the_receiver_queues_messages_again(served: Served) -> None:
+    taken: list[bytes] = []
+    served.register(lambda data: taken.append(data) or True)
+    await served.client.send(b"taken")
+    await offered(taken, 1)
+    served.register(None)
+    await served.client.send(b"queued")
+    await served.queued(1)
+    assert taken == [b"taken"]
 
 
 async def _never() -> dict[str, Any]:

@@ -41,7 +41,7 @@ from relaymq import errors
 from relaymq.api.http.auth import authenticate_websocket, origin_allowed, security_of
 from relaymq.api.http.errors import error_response
 from relaymq.api.metrics import OpenConnections, open_connections
-from relaymq.api.websocket_protocol import WRITE_NOW_EXTENSION
+from relaymq.api.websocket_protocol import RECEIVE_NOW_EXTENSION, WRITE_NOW_EXTENSION
 from relaymq.auth.policy import Action, can_see, enforce
 from relaymq.auth.principal import Principal, Resource, ResourceKind
 from relaymq.protocol import frames
@@ -117,12 +117,16 @@ class Outbox:
             self.space.clear()
             await self.space.wait()
 
+    def has_room(self) -> bool:
+        """Whether :meth:`offer` would take a frame now."""
+        return len(self.frames) < SEND_QUEUE_FRAMES
+
     def offer(self, frame: frames.ServerFrame, encoding: Encoding) -> bool:
         """Send or queue a frame without waiting; ``False``, having done nothing, when
         the queue is full. A closed outbox drops the frame."""
         if self.closed:
             return True
-        if len(self.frames) >= SEND_QUEUE_FRAMES:
+        if not self.has_room():
             return False
         encode = frames.encode_binary if encoding == "msgpack" else frames.encode_text
         data = encoded(encode, frame)
@@ -198,6 +202,10 @@ class PublishWindow:
         while not self.fits(messages, size_bytes):
             self.freed.clear()
             await self.freed.wait()
+        self.take(messages, size_bytes)
+
+    def take(self, messages: int, size_bytes: int) -> None:
+        """Take a share that :meth:`fits`."""
         self.messages += messages
         self.bytes += size_bytes
 
@@ -378,6 +386,16 @@ class IdleWatchdog:
         self.last_frame = self.loop.time()
         return message
 
+    @property
+    def idle(self) -> bool:
+        """Whether the reader waits in :meth:`receive` for a frame (and was not told
+        to stop waiting)."""
+        return self.waiting is not None and not self.expired
+
+    def heard(self) -> None:
+        """A frame arrived that the reader did not receive (it was handled at once)."""
+        self.last_frame = self.loop.time()
+
     def check(self) -> None:
         """The timer: expire a receive that waited long enough, or re-arm."""
         now = self.loop.time()
@@ -429,6 +447,14 @@ class Connection:
         self.background: set[asyncio.Task[None]] = set()  # confirms, releases
         self.pinned_encoding: Encoding | None = None
         self.fetch_wait_ms = min(FETCH_WAIT_MS, settings.max_wait_ms)
+        self.watchdog: IdleWatchdog | None = None  # while the reader runs
+        # The frames a binary message can be handled as at once, in the protocol's call
+        # (receive_now): the hot ones, and only while they need not wait.
+        self.immediate_handlers: dict[type, Callable[[Any, int], bool]] = {
+            frames.BinaryPublish: self.publish_now,
+            frames.Publish: self.publish_now,
+            frames.Ack: self.ack_now,
+        }
         self.handlers: dict[type, Callable[[Any, Encoding, int], Awaitable[None]]] = {
             frames.Hello: self.hello,
             frames.Publish: self.publish,
@@ -457,9 +483,14 @@ class Connection:
         session = security_of(self.websocket).open_session(self.principal, end)
         reader = asyncio.create_task(self.read_forever())
         writer = asyncio.create_task(self.outbox.write_forever())
+        register = self.receiver_registration()
+        if register is not None:
+            register(self.receive_now)
         try:
             await asyncio.wait({reader, writer, ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if register is not None:
+                register(None)
             session.close()
             writer.cancel()
             reader.cancel()
@@ -507,7 +538,7 @@ class Connection:
     async def read_forever(self) -> tuple[int, str] | None:
         """Read and dispatch frames; returns the close to send, or ``None`` when
         the client went away."""
-        watchdog = IdleWatchdog(self.settings.ws_idle_timeout_seconds)
+        watchdog = self.watchdog = IdleWatchdog(self.settings.ws_idle_timeout_seconds)
         try:
             while True:
                 try:
@@ -525,7 +556,51 @@ class Connection:
                     )
                 await self.receive_frame(data, encoding, size_bytes)
         finally:
+            self.watchdog = None
             watchdog.stop()
+
+    def receiver_registration(self) -> Callable[[Any], None] | None:
+        """The protocol's ``register`` of :data:`RECEIVE_NOW_EXTENSION`, if it has one."""
+        extension = (self.websocket.scope.get("extensions") or {}).get(RECEIVE_NOW_EXTENSION)
+        return extension["register"] if extension is not None else None
+
+    def receive_now(self, data: bytes) -> bool:
+        """Handle a binary frame in the protocol's call, without waking the reader:
+        only while the reader waits idle (so frames keep their order), only for a
+        publish or an ack, and only when nothing has to wait (the publish window has
+        room, so has the send queue for an error reply). ``False``: nothing was done,
+        and the reader receives the frame as usual."""
+        watchdog = self.watchdog
+        if (
+            watchdog is None
+            or not watchdog.idle
+            or len(data) > self.settings.ws_max_frame_bytes
+            or not self.outbox.has_room()
+        ):
+            return False
+        try:
+            frame = frames.decode_binary(data)
+        except errors.InvalidArgument:
+            return False  # the reader answers it
+        handler = self.immediate_handlers.get(type(frame))
+        if handler is None:
+            return False
+        try:
+            if not handler(frame, len(data)):
+                return False
+        except errors.RelayError as error:
+            seq, sub = getattr(frame, "seq", None), getattr(frame, "sub", None)
+            self.outbox.offer(frames.error_frame(error, seq=seq, sub=sub), self.reply_encoding())
+        except Exception:
+            logger.exception("websocket frame %s failed", type(frame).__name__)
+            seq, sub = getattr(frame, "seq", None), getattr(frame, "sub", None)
+            self.outbox.offer(internal_error(seq, sub), self.reply_encoding())
+        watchdog.heard()
+        return True
+
+    def reply_encoding(self) -> Encoding:
+        """The encoding of a reply to a binary frame."""
+        return self.pinned_encoding or "msgpack"
 
     async def receive_frame(self, data: str | bytes, encoding: Encoding, size_bytes: int) -> None:
         """Decode one frame and run its handler; every failure becomes an ``error`` frame."""
@@ -582,11 +657,28 @@ class Connection:
         """Write a publish now, in the reader's step, and confirm it from its future's
         callback once durable; waits (and so stops reading) while the window is full."""
         self.authorize_publish(frame)
-        messages = frame.broker_messages()
-        share = self.window.clamp(len(messages), size_bytes)
+        share = self.window.clamp(len(frame.messages), size_bytes)
         await self.window.acquire(*share)
+        self.start_publish(frame, encoding, share)
+
+    def publish_now(self, frame: frames.AnyPublish, size_bytes: int) -> bool:
+        """:meth:`publish` of a binary frame, unless the window is full (``False``)."""
+        share = self.window.clamp(len(frame.messages), size_bytes)
+        if not self.window.fits(*share):
+            return False
+        self.authorize_publish(frame)
+        self.window.take(*share)
+        self.start_publish(frame, "msgpack", share)
+        return True
+
+    def start_publish(
+        self, frame: frames.AnyPublish, encoding: Encoding, share: tuple[int, int]
+    ) -> None:
+        """Write a publish whose window share is taken; confirm it once durable."""
         try:
-            durable = self.broker.start_publish(self.namespace, messages, stream=frame.stream)
+            durable = self.broker.start_publish(
+                self.namespace, frame.broker_messages(), stream=frame.stream
+            )
         except BaseException:
             self.window.release(*share)
             raise
@@ -697,11 +789,18 @@ class Connection:
         frame has a ``seq`` or when any receipt failed."""
         subscriber = self.subscriber(frame.sub)
         values = await self.apply(subscriber.subscription, frame)
-        outcomes = [receipt_outcome(r, v) for r, v in zip(frame.receipts, values, strict=True)]
-        subscriber.settled(frame, outcomes)
-        if frame.seq is not None or not all(outcome.ok for outcome in outcomes):
-            result = frames.Result(seq=frame.seq, sub=frame.sub, results=outcomes)
+        result = settle_result(subscriber, frame, values)
+        if result is not None:
             await self.send(result, encoding)
+
+    def ack_now(self, frame: frames.Ack, size_bytes: int) -> bool:
+        """:meth:`settle` of an ``ack``, which never waits."""
+        subscriber = self.subscriber(frame.sub)
+        values = self.broker.ack_now(self.namespace, subscriber.subscription, frame.receipts)
+        result = settle_result(subscriber, frame, values)
+        if result is not None:
+            self.outbox.offer(result, self.reply_encoding())
+        return True
 
     async def apply(self, subscription: str, frame: frames.ReceiptFrame) -> list[Any]:
         """The broker call of an ack-family frame."""
@@ -730,6 +829,18 @@ def confirmation(seq: int, durable: asyncio.Future[list[Any]]) -> frames.ServerF
         return frames.error_frame(error, seq=seq)
     logger.error("publish failed", exc_info=error)
     return internal_error(seq)
+
+
+def settle_result(
+    subscriber: Subscriber, frame: frames.ReceiptFrame, values: list[Any]
+) -> frames.Result | None:
+    """Account for an ack-family op's outcomes; the ``result`` to answer with, if
+    the frame has a ``seq`` or any receipt failed."""
+    outcomes = [receipt_outcome(r, v) for r, v in zip(frame.receipts, values, strict=True)]
+    subscriber.settled(frame, outcomes)
+    if frame.seq is not None or not all(outcome.ok for outcome in outcomes):
+        return frames.Result(seq=frame.seq, sub=frame.sub, results=outcomes)
+    return None
 
 
 def receipt_outcome(receipt: str, value: Any) -> frames.ReceiptOutcome:

@@ -25,10 +25,20 @@ and returns ``True``; it returns ``False``, having done nothing, whenever uvicor
 own ``send`` would wait or refuse (the socket paused for write flow control, the
 connection not open, a close sent), so the app then uses the ASGI ``send``, which
 waits or raises as usual.
+
+Receiving has the same two layers: every message goes through uvicorn's queue,
+Starlette's ``receive`` and a wake-up of the app's reader task. The protocol
+therefore also puts :data:`RECEIVE_NOW_EXTENSION` in the scope:
+``scope["extensions"][RECEIVE_NOW_EXTENSION]["register"](receiver)`` makes the
+protocol offer each complete binary message to ``receiver(data)`` in the call that
+read it, whenever nothing waits in the queue ahead of it (so the order is kept); a
+receiver that returns ``True`` took the message, one that returns ``False`` leaves it
+to the queue and the ASGI ``receive``. ``register(None)`` stops it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -38,18 +48,30 @@ from websockets.protocol import State
 READ_AHEAD_MESSAGES = 16
 READ_AHEAD_MESSAGE_BYTES = 4 * 1024
 WRITE_NOW_EXTENSION = "relaymq.websocket.write_now"
+RECEIVE_NOW_EXTENSION = "relaymq.websocket.receive_now"
+
+Receiver = Callable[[bytes], bool]
 
 
 class ReadAheadWebSocketProtocol(WebSocketsSansIOProtocol):
-    """Uvicorn's sans-I/O WebSocket protocol with a read-ahead of small messages and
-    a synchronous write for the app."""
+    """Uvicorn's sans-I/O WebSocket protocol with a read-ahead of small messages, and
+    a synchronous write and receive for the app."""
+
+    receiver: Receiver | None = None  # the app's, once registered
 
     def handle_connect(self, event: Request) -> None:
-        """Build the scope as uvicorn does, then offer the synchronous write in it."""
+        """Build the scope as uvicorn does, then offer the synchronous write and
+        receive in it."""
         super().handle_connect(event)
         scope: Any = getattr(self, "scope", None)  # none when the handshake was refused
         if scope is not None:
-            scope["extensions"][WRITE_NOW_EXTENSION] = {"write": self.write_now}
+            extensions = scope["extensions"]
+            extensions[WRITE_NOW_EXTENSION] = {"write": self.write_now}
+            extensions[RECEIVE_NOW_EXTENSION] = {"register": self.register_receiver}
+
+    def register_receiver(self, receiver: Receiver | None) -> None:
+        """Offer complete binary messages to ``receiver`` (``None``: stop offering)."""
+        self.receiver = receiver
 
     def write_now(self, data: bytes | str) -> bool:
         """Send one data frame now; ``False`` (nothing sent) when the ASGI ``send``
@@ -72,8 +94,18 @@ class ReadAheadWebSocketProtocol(WebSocketsSansIOProtocol):
         return True
 
     def send_receive_event_to_app(self) -> None:
-        """Queue a complete message for the app; pause reading only when the queue is
-        full or the message is large."""
+        """Hand a complete message to the app's receiver, or queue it; pause reading
+        only when the queue is full or the message is large."""
+        if (
+            self.receiver is not None
+            and self.curr_msg_data_type == "bytes"
+            and len(self.frames) == 1
+            and not self.close_sent
+            and self.queue.empty()
+            and self.receiver(self.frames[0])
+        ):
+            self.frames = []
+            return
         if (
             self.read_paused
             or self.queue.qsize() + 1 >= READ_AHEAD_MESSAGES

@@ -713,9 +713,15 @@ class Broker:
         self, namespace: str, subscription: str, receipts: Sequence[str]
     ) -> list[RelayError | None]:
         """Acknowledge deliveries; per receipt, ``None`` or the error that applied."""
+        return self.ack_now(namespace, subscription, receipts)
+
+    def ack_now(
+        self, namespace: str, subscription: str, receipts: Sequence[str]
+    ) -> list[RelayError | None]:
+        """:meth:`ack`, which never waits, as a plain call."""
         handle = self._subscription(namespace, subscription)
         # ``dispatcher.ack`` returns None when applied, so the outcomes are already the answer.
-        return await handle.settle(receipts, handle.dispatcher.ack, self._clock_ms, only_frees=True)
+        return handle.settle_frees(receipts, handle.dispatcher.ack, self._clock_ms)
 
     async def nack(
         self,

@@ -268,6 +268,34 @@ class SubscriptionHandle:
         are then left asleep otherwise, where a caught-up consumer's every ack would
         wake its fetch for nothing.
         """
+        outcomes, dead_letters = self._apply(receipts, apply, clock_ms)
+        if dead_letters:
+            await self._dead_letter_sink(self, dead_letters)
+        if not only_frees or dead_letters or self._has_deliverable():
+            self.signal.notify()
+        return outcomes
+
+    def settle_frees(
+        self,
+        receipts: Sequence[str],
+        apply: Callable[[str, int], None],
+        clock_ms: Callable[[], int],
+    ) -> list[RelayError | None]:
+        """:meth:`settle` with ``only_frees`` as a plain call: an ``apply`` that only
+        ends leases (an ack) never dead-letters, so nothing has to wait."""
+        outcomes, _ = self._apply(receipts, apply, clock_ms)
+        if self._has_deliverable():
+            self.signal.notify()
+        return outcomes
+
+    def _apply(
+        self,
+        receipts: Sequence[str],
+        apply: Callable[[str, int], Result],
+        clock_ms: Callable[[], int],
+    ) -> tuple[list[Result | RelayError], list[DeadLetter]]:
+        """Apply ``apply(receipt, now_ms)`` to each receipt: the outcomes, and the
+        dead letters among them."""
         now_ms = clock_ms()
         outcomes: list[Result | RelayError] = []
         dead_letters: list[DeadLetter] = []
@@ -281,11 +309,7 @@ class SubscriptionHandle:
                 dead_letters.append(outcome)
             outcomes.append(outcome)
         self._dirty = True
-        if dead_letters:
-            await self._dead_letter_sink(self, dead_letters)
-        if not only_frees or dead_letters or self._has_deliverable():
-            self.signal.notify()
-        return outcomes
+        return outcomes, dead_letters
 
     async def expire(self, now_ms: int) -> None:
         """Release expired leases and dead-letter what must be, if anything is due."""
