@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -101,6 +102,20 @@ async def test_websocket_authorizes_each_publish_and_subscribe(
         await ws.send(json.dumps(subscribe))
         frame = json.loads(await ws.recv())
         assert (frame["op"], frame["code"]) == ("error", "permission_denied")
+        # msgpack publishes are handled in the protocol's call; allowed targets are
+        # remembered per connection, denied ones never are.
+        for seq, messages, stream in [
+            (4, allowed, None),
+            (5, allowed, None),
+            (6, denied, None),
+            (7, allowed, "orders"),  # stream:orders was not granted
+            (8, denied, None),
+        ]:
+            publish = {"op": "publish", "seq": seq, "messages": messages, "stream": stream}
+            await ws.send(msgspec.msgpack.encode(publish))
+            frame = msgspec.msgpack.decode(await ws.recv())
+            expected = ("confirm", None) if seq < 6 else ("error", "permission_denied")
+            assert (frame["op"], frame.get("code"), frame["seq"]) == (*expected, seq)
 
 
 def test_resource_patterns_limit_http_publishes(api: Api, http: httpx.Client) -> None:

@@ -59,6 +59,9 @@ SEND_QUEUE_FRAMES = 256
 MAX_PUBLISHING_MESSAGES = 16_384
 MAX_PUBLISHING_BYTES = 64 * 1024 * 1024
 MAX_SUBSCRIPTIONS = 256
+# Publish targets a connection remembers as allowed; past that many (a client
+# publishing to ever new subjects) it starts over.
+MAX_REMEMBERED_DECISIONS = 1024
 DEFAULT_BATCH_MESSAGES = 100
 FETCH_WAIT_MS = 5_000
 RECHECK_SECONDS = 1.0
@@ -448,6 +451,7 @@ class Connection:
         self.pinned_encoding: Encoding | None = None
         self.fetch_wait_ms = min(FETCH_WAIT_MS, settings.max_wait_ms)
         self.watchdog: IdleWatchdog | None = None  # while the reader runs
+        self.allowed_publishes: set[tuple[ResourceKind, str]] = set()  # see authorize
         # The frames a binary message can be handled as at once, in the protocol's call
         # (receive_now): the hot ones, and only while they need not wait.
         self.immediate_handlers: dict[type, Callable[[Any, int], bool]] = {
@@ -687,12 +691,22 @@ class Connection:
     def authorize_publish(self, frame: frames.AnyPublish) -> None:
         """Enforce ``publish`` on the target stream, or on every subject."""
         if frame.stream is not None:
-            resources = [Resource(ResourceKind.STREAM, frame.stream)]
-        else:
-            subjects = {published.subject for published in frame.messages}
-            resources = [Resource(ResourceKind.SUBJECT, subject) for subject in subjects]
-        for resource in resources:
-            enforce(self.principal, Action.PUBLISH, self.namespace, resource)
+            self.authorize(ResourceKind.STREAM, frame.stream)
+            return
+        for subject in {published.subject for published in frame.messages}:
+            self.authorize(ResourceKind.SUBJECT, subject)
+
+    def authorize(self, kind: ResourceKind, name: str) -> None:
+        """Enforce ``publish`` on a stream or subject, remembering what was allowed:
+        the connection's principal cannot change (a credential that is revoked,
+        regranted or expires ends the connection), so neither can the decision."""
+        target = (kind, name)
+        if target in self.allowed_publishes:
+            return
+        enforce(self.principal, Action.PUBLISH, self.namespace, Resource(kind, name))
+        if len(self.allowed_publishes) >= MAX_REMEMBERED_DECISIONS:
+            self.allowed_publishes.clear()
+        self.allowed_publishes.add(target)
 
     def confirm(
         self,
