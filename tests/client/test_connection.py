@@ -2,7 +2,8 @@
 
 An idle client pings often enough that a server with a short idle timeout
 keeps its connection; a linger-free publisher's burst shares one frame, sealed
-by the writer; closing the client fails a batch it never sealed instead of
+by the writer; publishers wait while too many messages are unconfirmed and a
+flush until all are confirmed; closing the client fails a batch it never sealed instead of
 leaving its futures waiting; a refused handshake raises the server's error.
 """
 
@@ -54,6 +55,30 @@ async def test_a_burst_without_linger_shares_one_frame(client: relaymq.AsyncClie
     await publisher.flush()
     offsets = [(await future).offset for future in futures]
     assert offsets == sorted(offsets) and len(set(offsets)) == 50
+
+
+async def test_publishers_wait_for_room_and_a_flush_for_every_confirm(
+    client: relaymq.AsyncClient,
+) -> None:
+    await client.queues.create("room")
+    await client.ping()  # connected: no publish waits for the connection
+    publisher = client.publisher(linger_ms=0, max_batch_messages=5, max_unconfirmed_messages=5)
+    most_unconfirmed = 0
+
+    async def publish_many(producer: int) -> list[asyncio.Future[relaymq.PublishResult]]:
+        nonlocal most_unconfirmed
+        futures = []
+        for index in range(40):
+            futures.append(await publisher.publish("room", f"{producer}-{index}"))
+            most_unconfirmed = max(most_unconfirmed, publisher.unconfirmed)
+        return futures
+
+    both = await asyncio.gather(publish_many(0), publish_many(1))
+    assert most_unconfirmed == 5  # each publish past five waited for a confirm
+    await publisher.flush()
+    assert publisher.unconfirmed == 0 and publisher.published == 80
+    assert all(future.done() for futures in both for future in futures)
+    await publisher.flush()  # nothing unconfirmed: at once
 
 
 async def test_closing_fails_a_batch_that_was_never_sealed(server_url: str, namespace: str) -> None:

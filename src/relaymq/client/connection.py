@@ -360,8 +360,9 @@ class Session:
     def _post(self, data: bytes) -> None:
         """Queue a frame for the writer (dropped while disconnected: the reconnect
         re-creates what must survive)."""
-        if self.connected:
-            self._flush_settles()  # receipts buffered before this frame go before it
+        if self._transport is not None:  # connected (the transport is kept only then)
+            if self._settles:  # receipts buffered before this frame go before it
+                self._flush_settles()
             self._outbox.append(data)
             self._wake_writer()
 
@@ -405,11 +406,15 @@ class Session:
                         await waiter
                     finally:
                         self._writer_waiter = None
-                self._run_before_write()
-                self._flush_settles()
+                if self._before_write:
+                    self._run_before_write()
+                if self._settles:
+                    self._flush_settles()
                 try:
                     while self._outbox:
-                        await transport.send(self._outbox.popleft())
+                        data = self._outbox.popleft()
+                        if not transport.send_nowait(data):  # no coroutine per frame
+                            await transport.send(data)
                 except (*TRANSPORT_ERRORS, ConnectionClosed) as exception:
                     logger.debug("relaymq: send failed: %r", exception)
                     return
@@ -540,7 +545,10 @@ class Session:
         """A message from the server, straight from the transport: decode and
         dispatch it."""
         try:
-            frame = frames.decode_server_frame(data)
+            if isinstance(data, bytes):  # msgpack, as the hello asked
+                frame = frames.decode_server_binary(data)
+            else:
+                frame = frames.decode_server_frame(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exception:
             logger.warning("relaymq: undecodable frame from the server: %s", exception)
             return

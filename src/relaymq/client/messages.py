@@ -10,6 +10,7 @@ it raises :class:`~relaymq.errors.StaleReceipt` at once instead of hanging.
 from __future__ import annotations
 
 import time
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from relaymq import errors
@@ -25,6 +26,17 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _delivered_field(name: str) -> property:
+    """A field of the message as delivered, read from (and written to) the
+    decoded :class:`~relaymq.protocol.frames.DeliveredMessage` itself: nothing is
+    copied per message, and a field nobody reads costs nothing."""
+
+    def write(message: Message, value: Any) -> None:
+        setattr(message._delivered, name, value)
+
+    return property(attrgetter(f"_delivered.{name}"), write, doc=f"The message's ``{name}``.")
+
+
 class Message(StreamMessage):
     """A delivered message: its fields, and ``ack`` / ``nack`` / ``term`` / ``extend``.
 
@@ -37,15 +49,22 @@ class Message(StreamMessage):
     acknowledging every earlier message of the partition with it.
     """
 
-    __slots__ = (
-        "_generation",
-        "_subscription",
-        "delivery_count",
-        "lease_deadline_ms",
-        "lease_ms",
-        "receipt",
-        "settled",
-    )
+    __slots__ = ("_delivered", "_generation", "_subscription", "lease_ms", "settled")
+
+    # The delivered message's own fields (StreamMessage's slots of these names stay empty).
+    id = _delivered_field("id")
+    subject = _delivered_field("subject")
+    payload = _delivered_field("payload")
+    key = _delivered_field("key")
+    headers = _delivered_field("headers")
+    timestamp_ms = _delivered_field("timestamp_ms")
+    partition = _delivered_field("partition")
+    offset = _delivered_field("offset")
+    priority = _delivered_field("priority")
+    expires_at_ms = _delivered_field("expires_at_ms")
+    receipt = _delivered_field("receipt")
+    delivery_count = _delivered_field("delivery_count")
+    lease_deadline_ms = _delivered_field("lease_deadline_ms")
 
     def __init__(
         self,
@@ -56,22 +75,11 @@ class Message(StreamMessage):
     ) -> None:
         """Wrap a delivered message; ``received_ms`` (when it arrived) is read once per
         ``deliver`` frame by the caller rather than once per message."""
-        self.id = delivered.id
-        self.subject = delivered.subject
-        self.payload = delivered.payload
-        self.key = delivered.key
-        self.headers = delivered.headers
-        self.timestamp_ms = delivered.timestamp_ms
-        self.partition = delivered.partition
-        self.offset = delivered.offset
-        self.priority = delivered.priority
-        self.expires_at_ms = delivered.expires_at_ms
-        self.receipt = delivered.receipt
-        self.delivery_count = delivered.delivery_count
-        self.lease_deadline_ms = delivered.lease_deadline_ms
+        self._delivered = delivered
         if received_ms is None:
             received_ms = now_ms()
-        self.lease_ms = max(delivered.lease_deadline_ms - received_ms, 0)
+        lease_ms = delivered.lease_deadline_ms - received_ms
+        self.lease_ms = lease_ms if lease_ms > 0 else 0
         self.settled = False
         self._subscription = subscription
         self._generation = generation

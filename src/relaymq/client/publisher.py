@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from relaymq import errors
@@ -35,11 +36,9 @@ class MessageIds:
 
     def __init__(self) -> None:
         self.prefix = secrets.token_hex(8)
-        self.counter = itertools.count()
-
-    def next(self) -> str:
-        """A fresh id."""
-        return f"{self.prefix}-{next(self.counter):x}"
+        # A fresh id per call, formatted in C: no Python call per message.
+        ids = map(f"{self.prefix}-{{:x}}".format, itertools.count())
+        self.next: Callable[[], str] = ids.__next__
 
 
 class Batch:
@@ -108,10 +107,10 @@ class Publisher:
         # Bound on the first publish: asyncio.get_running_loop() is a getpid() syscall
         # on Python 3.11, once per message otherwise.
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._room = asyncio.Event()
-        self._room.set()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Made by whoever waits, and set (then dropped) by the settle that ends the wait:
+        # no event to set and clear per batch while nobody waits.
+        self._room: asyncio.Event | None = None  # publish() waits for room
+        self._idle: asyncio.Event | None = None  # flush() waits for every confirm
         self._last_error: errors.RelayError | None = None
 
     async def publish(
@@ -130,7 +129,8 @@ class Publisher:
         :class:`~relaymq.client.models.PublishResult` once durable (or failed with the
         tree's error). Waits first while too many messages are unconfirmed."""
         while self.unconfirmed >= self.max_unconfirmed_messages:
-            self._room.clear()
+            if self._room is None:
+                self._room = asyncio.Event()
             await self._room.wait()
         if not self.session.ready:  # one attribute test per message instead of an await
             await self.session.start()
@@ -170,10 +170,8 @@ class Publisher:
                 # Sealed when the writer wakes, after the current callback: a burst of
                 # publishes shares a frame, and a lone one costs no extra loop iteration.
                 self._seal_requested = True
-                self._idle.clear()
                 self.session.before_write(self.send_batch)
         elif self._timer is None:
-            self._idle.clear()
             self._timer = loop.call_later(self.linger_ms / 1000, self.send_batch)
         return future
 
@@ -186,7 +184,6 @@ class Publisher:
         batch = self._batch
         if not batch.messages:
             return
-        self._idle.clear()
         self._batch = Batch(self)
         seq = self.session.next_seq()
         frame = frames.BinaryPublish(seq=seq, messages=batch.messages, stream=self.stream)
@@ -203,16 +200,21 @@ class Publisher:
         else:
             self.failures += messages
             self._last_error = error
-        if self.unconfirmed < self.max_unconfirmed_messages:
+        if self._room is not None and self.unconfirmed < self.max_unconfirmed_messages:
             self._room.set()
-        if self.unconfirmed == 0:
+            self._room = None
+        if self._idle is not None and self.unconfirmed == 0:
             self._idle.set()
+            self._idle = None
 
     async def flush(self) -> None:
         """Send the open batch and wait until every message is confirmed or failed.
         Raises the last failure since the previous flush, if any."""
         self.send_batch()
-        await self._idle.wait()
+        if self.unconfirmed:
+            if self._idle is None:
+                self._idle = asyncio.Event()
+            await self._idle.wait()
         error, self._last_error = self._last_error, None
         if error is not None:
             raise error

@@ -196,7 +196,9 @@ class Subscription(AsyncIterator[Message]):
         if self._closed:
             return
         received_ms = now_ms()
-        self._buffer.extend([Message(item, self, generation, received_ms) for item in items])
+        buffer = self._buffer
+        for item in items:
+            buffer.append(Message(item, self, generation, received_ms))
         self._wake(len(items))
 
     def connection_lost(self) -> None:

@@ -5,13 +5,24 @@ Owns one TCP (or TLS) connection and the WebSocket protocol on it, nothing
 above: the connection (directly, or through the proxy the environment names, as
 websockets' own client does), the opening handshake, framing, answering pings,
 the closing handshake, and write flow control. websockets'
-:class:`~websockets.client.ClientProtocol` does the framing and the handshake;
-this module is only the glue between it and the event loop, so that
+:class:`~websockets.client.ClientProtocol` does the handshake and every frame
+but the two kinds that carry RelayMQ's frames, which cost about twenty calls
+each through its generator-based parser and its serializer; this module is the
+glue between it and the event loop, so that
 
-* a sent frame costs one ``send_binary`` and one ``transport.write``, and
-  awaits only while the socket's write buffer is over its high-water mark;
+* a sent message is framed here (one masked binary frame, the only kind the
+  SDK sends) and written with one ``transport.write``; a send awaits only
+  while the socket's write buffer is over its high-water mark;
 * a received message is handed to a callback synchronously from
   ``data_received``: no queue, no future and no task wake-up per message.
+  Once the handshake is done this module splits the stream into frames and
+  hands a whole unmasked binary frame (every frame a RelayMQ server sends in
+  msgpack) straight on; any other frame (ping, close, text, fragments, anything
+  invalid) goes to the protocol whole, which answers it, closes or fails the
+  connection as always, and reads everything after a close or a failure.
+
+While websockets' debug log is on every frame goes through the protocol, which
+logs it.
 
 Messages that arrive before a callback is set (the server's ``welcome``, say)
 are kept in order; :meth:`WebSocketTransport.receive` reads them one by one and
@@ -30,7 +41,9 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import ssl
+import struct
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -41,9 +54,14 @@ from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import USER_AGENT, Response
-from websockets.protocol import OPEN, Event
+from websockets.protocol import CONNECTING, OPEN, Event
 from websockets.proxy import get_proxy, parse_proxy
 from websockets.uri import WebSocketURI, parse_uri
+
+try:  # websockets' C helper, as its own framing uses it
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - built for every platform websockets ships wheels for
+    from websockets.utils import apply_mask
 
 logger = logging.getLogger("relaymq.client")
 
@@ -57,6 +75,38 @@ frames are exchanged (or ours went unanswered) before dropping it ourselves."""
 WRITE_BUFFER_HIGH_BYTES = 32 * 1024
 """The write buffer above which :meth:`WebSocketTransport.send` waits (the
 default of websockets' asyncio client, whose backpressure this keeps)."""
+
+FIN_BINARY = 0x82
+"""The first byte of a whole binary frame without extension bits: the only
+frame the transport reads itself (see :meth:`WebSocketTransport._receive_frames`)."""
+MASK_BIT = 0x80
+MASK_POOL_BYTES = 1024
+"""Random bytes drawn from the OS at a time for the masks of sent frames (256
+frames' worth: one ``getrandom`` call where websockets makes one per frame)."""
+HEAD_END = b"\r\n\r\n"
+
+
+def masked_binary_frame(data: bytes, mask: bytes) -> bytes:
+    """``data`` as one whole binary frame from a client, masked with ``mask`` (4 bytes),
+    byte for byte as websockets' ``Frame(BINARY, data).serialize(mask=True)``."""
+    length = len(data)
+    if length < 126:
+        head = struct.pack("!BB", FIN_BINARY, MASK_BIT | length)
+    elif length < 65536:
+        head = struct.pack("!BBH", FIN_BINARY, MASK_BIT | 126, length)
+    else:
+        head = struct.pack("!BBQ", FIN_BINARY, MASK_BIT | 127, length)
+    return b"".join((head, mask, apply_mask(data, mask)))
+
+
+def extended_frame_bounds(data: bytes, start: int, length: int) -> tuple[int, int]:
+    """Where the payload of the unmasked frame at ``start`` begins and where the
+    frame ends, when its 7-bit ``length`` is 126 or 127 (an extended length
+    follows). While the extended length is incomplete both are its end."""
+    header_end = start + (4 if length == 126 else 10)
+    if len(data) < header_end:
+        return header_end, header_end
+    return header_end, header_end + int.from_bytes(data[start + 2 : header_end], "big")
 
 
 class WebSocketTransport(asyncio.Protocol):
@@ -75,6 +125,12 @@ class WebSocketTransport(asyncio.Protocol):
         self._inbox_waiter: asyncio.Future[None] | None = None
         self._fragments: list[bytes | bytearray] = []
         self._fragmented_opcode: Opcode | None = None
+        self._response_tail = b""  # the end of the response read so far (for its blank line)
+        self._framing = False  # whether _receive_frames splits the stream into frames
+        self._unparsed = bytearray()  # the start of a frame not yet whole
+        self._unparsed_needed = 0  # how long it must grow before it is worth parsing again
+        self._mask_pool = b""
+        self._mask_at = 0
         self._write_paused = False
         self._write_waiters: list[asyncio.Future[None]] = []
         self._close_timer: asyncio.TimerHandle | None = None
@@ -154,30 +210,26 @@ class WebSocketTransport(asyncio.Protocol):
         """Hand every message to ``on_message`` from now on, first those kept."""
         self._on_message = on_message
         while self._inbox:
-            self._deliver_to(on_message, self._inbox.popleft())
+            self._message(self._inbox.popleft())
 
     def _message(self, message: Message) -> None:
-        """A whole message arrived: to the callback, or kept until there is one."""
-        on_message = self._on_message
-        if on_message is not None:
-            self._deliver_to(on_message, message)
-            return
-        self._inbox.append(message)
-        waiter = self._inbox_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        """A whole message arrived: to the callback, or kept until there is one.
 
-    @staticmethod
-    def _deliver_to(on_message: Callable[[Message], None], message: Message) -> None:
-        """Call the callback; its failure is logged, and the connection goes on.
-
-        Each server frame stands alone (a delivery, a confirm, a reply) and each
-        has its own recovery should its handling fail (redelivery after the ack
+        The callback's failure is logged, and the connection goes on. Each
+        server frame stands alone (a delivery, a confirm, a reply) and each has
+        its own recovery should its handling fail (redelivery after the ack
         timeout, the request's timeout), while ending the connection would fail
         every request in flight and redeliver every message held for one
         frame's bug, and loop reconnecting if the bug repeats. Letting the
         exception escape ``data_received`` would make asyncio drop the
         connection along with the other messages of the same read."""
+        on_message = self._on_message
+        if on_message is None:
+            self._inbox.append(message)
+            waiter = self._inbox_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            return
         try:
             on_message(message)
         except Exception:
@@ -220,14 +272,35 @@ class WebSocketTransport(asyncio.Protocol):
         """Send one binary message. Returns at once unless the write buffer is
         over its high-water mark, then when it has drained enough; raises
         ``ConnectionClosed`` once the connection is closing or closed."""
-        protocol = self.protocol
-        if protocol.state is not OPEN:
+        if self.protocol.state is not OPEN:
             await self._raise_closed()
-        protocol.send_binary(data)
-        assert self._transport is not None
-        self._transport.write(b"".join(protocol.data_to_send()))
+        self._write_message(data)
         if self._write_paused:
             await self._writable()
+
+    def send_nowait(self, data: bytes) -> bool:
+        """Send one binary message if that needs no wait: the connection is open
+        and the write buffer under its high-water mark. Whether it was sent; if
+        not, :meth:`send` it (which waits, or raises why it cannot)."""
+        if self._write_paused or self.protocol.state is not OPEN:
+            return False
+        self._write_message(data)
+        return True
+
+    def _write_message(self, data: bytes) -> None:
+        """Frame ``data`` and write it (the connection is open)."""
+        transport = self._transport
+        assert transport is not None
+        protocol = self.protocol
+        if protocol.debug:  # the protocol frames it, and logs the frame
+            protocol.send_binary(data)
+            transport.write(b"".join(protocol.data_to_send()))
+            return
+        at = self._mask_at
+        if at == len(self._mask_pool):
+            self._mask_pool, at = os.urandom(MASK_POOL_BYTES), 0
+        self._mask_at = at + 4
+        transport.write(masked_binary_frame(data, self._mask_pool[at : at + 4]))
 
     async def _writable(self) -> None:
         """Wait until the transport resumes writing; raise if it closed meanwhile."""
@@ -310,6 +383,16 @@ class WebSocketTransport(asyncio.Protocol):
         self._transport = stream
 
     def data_received(self, data: bytes) -> None:
+        """Frames: read here while :meth:`_receive_frames` can; the response and
+        whatever the protocol must see go to the protocol."""
+        if self._framing:
+            self._receive_frames(data)
+        elif self.protocol.state is CONNECTING:
+            self._receive_response(data)
+        else:
+            self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         """Feed the protocol, write its replies (pongs, the close echo) at once,
         then handle what it parsed."""
         protocol = self.protocol
@@ -318,6 +401,74 @@ class WebSocketTransport(asyncio.Protocol):
         self._flush()
         for event in events:
             self._event(event)
+
+    def _receive_response(self, data: bytes) -> None:
+        """The handshake's response goes to the protocol up to its blank line only
+        (an accepted upgrade has no body), so that the protocol's parser stops
+        exactly before the first frame: from there :meth:`_receive_frames` reads
+        the stream. A refusal's body, and all after it, goes to the protocol."""
+        seen = self._response_tail + data
+        blank_line = seen.find(HEAD_END)
+        if blank_line < 0:
+            self._response_tail = seen[-(len(HEAD_END) - 1) :]
+            self._feed(data)
+            return
+        head_bytes = blank_line + len(HEAD_END) - len(self._response_tail)
+        self._feed(data[:head_bytes])
+        rest = data[head_bytes:]
+        if self.protocol.state is OPEN and not self.protocol.debug:
+            self._framing = True
+            self._receive_frames(rest)
+        elif rest:
+            self._feed(rest)
+
+    def _receive_frames(self, data: bytes) -> None:
+        """Split the stream into frames: a whole unmasked binary frame is a message
+        (no fragmented one may be pending: then the protocol must see it), every
+        other frame goes to the protocol whole, so its parser always waits at a
+        frame's start. Once the protocol is no longer open (it read a close frame
+        or failed the connection) or a frame is masked (which it refuses), it reads
+        the rest of the stream. A frame not yet whole waits for more data."""
+        if self._unparsed:
+            self._unparsed += data
+            if len(self._unparsed) < self._unparsed_needed:
+                return
+            data, self._unparsed = bytes(self._unparsed), bytearray()
+        start, size = 0, len(data)
+        needed = 2
+        while size - start >= 2:
+            second = data[start + 1]
+            if second & MASK_BIT:
+                self._hand_over(data[start:])
+                return
+            length = second & 0x7F
+            if length < 126:
+                payload = start + 2
+                end = payload + length
+            else:
+                payload, end = extended_frame_bounds(data, start, length)
+            if end > size:
+                needed = end - start
+                break
+            if data[start] == FIN_BINARY and self._fragmented_opcode is None:
+                self._message(data[payload:end])
+            else:
+                self._feed(data[start:end])
+                if self.protocol.state is not OPEN:
+                    self._hand_over(data[end:])
+                    return
+            start = end
+        if start < size:
+            self._unparsed = bytearray(data[start:])
+            self._unparsed_needed = needed
+
+    def _hand_over(self, data: bytes) -> None:
+        """The protocol reads the stream from here on: first the start of a frame
+        not yet whole, if one waits, then ``data``."""
+        self._framing = False
+        unparsed, self._unparsed = bytes(self._unparsed), bytearray()
+        if unparsed or data:
+            self._feed(unparsed + data)
 
     def _event(self, event: Event) -> None:
         """One parsed event: a frame, or the handshake response."""
@@ -330,6 +481,7 @@ class WebSocketTransport(asyncio.Protocol):
         """The server closed its side: after a closing handshake that is the end;
         without one, the protocol records an abnormal closure (1006). Returning
         ``None`` lets asyncio close the socket."""
+        self._hand_over(b"")  # the protocol sees a frame cut short, as it would have
         self.protocol.receive_eof()
         events = self.protocol.events_received()  # a response read to EOF, at most
         self._flush()
@@ -338,6 +490,10 @@ class WebSocketTransport(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The socket is closed: the protocol is CLOSED, and every waiter wakes."""
+        self._framing = False
+        if self._unparsed:  # no EOF came first: the protocol sees a frame cut short
+            self.protocol.receive_data(bytes(self._unparsed))
+            self._unparsed = bytearray()
         self.protocol.receive_eof()  # idempotent; makes the state CLOSED
         self.protocol.data_to_send()  # nowhere to write any more
         self._connection_error = exc

@@ -442,6 +442,11 @@ def decode_server_frame(data: bytes | str) -> ServerFrame:
     return _server_msgpack_decoder.decode(data)  # type: ignore[no-any-return]
 
 
+decode_server_binary = _server_msgpack_decoder.decode
+"""A msgpack server frame: :func:`decode_server_frame` of ``bytes``, without a
+Python call of its own (the SDK decodes every frame it receives)."""
+
+
 # -- encoding ---------------------------------------------------------------------------
 
 
