@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from types import MethodType
 from typing import Any
 
 from relaymq.auth.quotas import Quotas
@@ -33,8 +34,14 @@ class QuotaGate:
         self.stored_bytes: dict[str, tuple[float, int]] = {}  # namespace -> (when, bytes)
 
     def __getattr__(self, name: str) -> Any:
-        """Everything without a quota goes straight to the broker."""
-        return getattr(self.broker, name)
+        """Everything without a quota goes straight to the broker.
+
+        A broker method is kept on the gate once looked up, so the calls of every
+        message (fetch, ack) find it without coming here again."""
+        value = getattr(self.broker, name)
+        if isinstance(value, MethodType) and value.__self__ is self.broker:
+            setattr(self, name, value)
+        return value
 
     async def publish(
         self, namespace: str, messages: Sequence[Message], stream: str | None = None
@@ -46,10 +53,12 @@ class QuotaGate:
         self, namespace: str, messages: Sequence[Message], stream: str | None = None
     ) -> asyncio.Future[Any]:
         """:meth:`Broker.start_publish` within the namespace's rate and storage quotas."""
-        if self.quotas.meter(namespace).quota.max_stored_bytes:
+        meter = self.quotas.meter(namespace)
+        if meter.quota.max_stored_bytes:
             self.quotas.check_storage(namespace, self.namespace_bytes(namespace))
-        size_bytes = sum(len(message.payload) for message in messages)
-        self.quotas.charge_publish(namespace, len(messages), size_bytes)
+        if meter.limits_publish_rate:
+            size_bytes = sum(len(message.payload) for message in messages)
+            self.quotas.charge_publish(namespace, len(messages), size_bytes)
         return self.broker.start_publish(namespace, messages, stream=stream)
 
     def namespace_bytes(self, namespace: str) -> int:

@@ -98,6 +98,9 @@ class NamespaceMeter:
         self.quota = quota
         self.messages = bucket_for(quota.publish_messages_per_second, clock)
         self.bytes = bucket_for(quota.publish_bytes_per_second, clock)
+        # Whether publishes are charged at all (a new meter replaces this one when the
+        # quota changes): without a rate, a publish need not even be measured.
+        self.limits_publish_rate = self.messages is not None or self.bytes is not None
         self.connections = 0
 
 
@@ -149,6 +152,8 @@ class Quotas:
     def charge_publish(self, namespace: str, messages: int, size_bytes: int) -> None:
         """Take a publish from the namespace's rate buckets, or raise :class:`RateLimited`."""
         meter = self.meter(namespace)
+        if not meter.limits_publish_rate:
+            return
         waits = [
             (bucket.shortfall_seconds(amount), unit)
             for bucket, amount, unit in (

@@ -82,6 +82,11 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _shutting_down() -> ShuttingDown:
+    """What a call to a closing broker raises."""
+    return ShuttingDown("the broker is shutting down")
+
+
 def _retrieve(future: asyncio.Future[object]) -> BaseException | None:
     """How a finished future failed (``None``: it succeeded), marking it retrieved."""
     if future.cancelled():
@@ -192,7 +197,7 @@ class Broker:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ShuttingDown("the broker is shutting down")
+            raise _shutting_down()
 
     # -- namespaces ------------------------------------------------------------------------
 
@@ -594,7 +599,8 @@ class Broker:
         (a publish spread over several streams too). Cancelling the future only
         stops the waiting.
         """
-        self._check_open()
+        if self._closed:  # _check_open(), tested inline on the path of every message
+            raise _shutting_down()
         if len(messages) > self.settings.max_batch_messages:
             raise BatchTooLarge(
                 f"batch of {len(messages)} messages exceeds {self.settings.max_batch_messages}",
@@ -606,17 +612,20 @@ class Broker:
             nothing: asyncio.Future[list[PublishResult]] = loop.create_future()
             nothing.set_result([])
             return nothing
-        groups = self._route(self._namespace(namespace), messages, stream)
+        routed = self._route(self._namespace(namespace), messages, stream)
         now_ms = self._clock_ms()
-        if len(groups) == 1:
-            [(target, _)] = groups.items()
-            return target.start_append(messages, now_ms)
-        return self._start_groups(groups, messages, now_ms)
+        if isinstance(routed, StreamHandle):
+            return routed.start_append(messages, now_ms)
+        return self._start_groups(routed, messages, now_ms)
 
     def _route(
         self, space: Namespace, messages: Sequence[Message], stream_name: str | None
-    ) -> dict[StreamHandle, list[int]]:
-        groups: dict[StreamHandle, list[int]] = {}
+    ) -> StreamHandle | dict[StreamHandle, list[int]]:
+        """The stream taking every message of a publish, or, when they go to several,
+        each one's message indexes; raises what is wrong with the first bad message.
+
+        The groups are built only once a second stream turns up: most publishes go to
+        one stream, and need neither a dict nor index lists."""
         if stream_name is not None:
             target = space.stream(stream_name)
             for message in messages:
@@ -628,12 +637,20 @@ class Broker:
                         subject=message.subject,
                     )
                 target.check_message(message)
-            return {target: list(range(len(messages)))}
+            return target
+        first: StreamHandle | None = None
+        groups: dict[StreamHandle, list[int]] | None = None
         for index, message in enumerate(messages):
             target = space.route(message.subject)
             target.check_message(message)
-            groups.setdefault(target, []).append(index)
-        return groups
+            if groups is not None:
+                groups.setdefault(target, []).append(index)
+            elif first is None:
+                first = target
+            elif target is not first:
+                groups = {first: list(range(index)), target: [index]}
+        assert first is not None  # a publish has messages
+        return first if groups is None else groups
 
     def _start_groups(
         self,
@@ -697,7 +714,8 @@ class Broker:
         max_in_flight: int | None = None,
     ) -> list[Received]:
         """Lease up to ``max_messages`` to ``consumer_id``, long-polling up to ``wait_ms``."""
-        self._check_open()
+        if self._closed:  # _check_open(), tested inline on the path of every fetch
+            raise _shutting_down()
         if not 1 <= max_messages <= self.settings.max_fetch_messages:
             raise InvalidArgument(
                 f"max_messages must be between 1 and {self.settings.max_fetch_messages}",

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import asyncio
 
+# How much earlier than its deadline the timer may wake a waiter: uvloop's clock and
+# timers count whole milliseconds, so a timer can fire just short of a deadline; waking
+# such a waiter then beats re-arming for a fraction of a millisecond, again and again.
+TIMER_RESOLUTION_SECONDS = 0.001
+
 
 class ChangeSignal:
     """A broadcast wake-up: :meth:`notify` wakes every task currently in :meth:`wait`.
@@ -18,12 +23,20 @@ class ChangeSignal:
     suspension points (a file read, a lock) takes the version before it looks and
     passes it to :meth:`wait`, which then returns at once if a notification came
     in between: one that landed while the reader was not yet waiting is not lost.
+
+    Timeouts share one timer, set for the earliest deadline and re-armed from its
+    own callback: a reader woken by a notification long before its timeout (the
+    common case) leaves the timer alone, where a timer of its own would be created
+    and cancelled on every wait.
     """
 
-    __slots__ = ("_waiters", "version")
+    __slots__ = ("_loop", "_timer", "_timer_deadline", "_waiters", "version")
 
     def __init__(self) -> None:
-        self._waiters: dict[asyncio.Future[None], None] = {}
+        self._waiters: dict[asyncio.Future[None], float] = {}  # waiter -> deadline
+        self._loop: asyncio.AbstractEventLoop | None = None  # the timer's
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline = 0.0  # when the timer fires (loop time)
         self.version = 0
 
     async def wait(self, timeout_seconds: float, since: int | None = None) -> None:
@@ -37,14 +50,13 @@ class ChangeSignal:
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters[waiter] = None
-        # A plain timer that resolves the waiter: cheaper than ``asyncio.timeout`` on a
-        # path every caught-up consumer takes once per message.
-        timer = loop.call_later(timeout_seconds, _wake, waiter)
+        deadline = loop.time() + timeout_seconds
+        self._waiters[waiter] = deadline
+        if self._timer is None or deadline < self._timer_deadline or loop is not self._loop:
+            self._arm(loop, deadline)
         try:
             await waiter
         finally:
-            timer.cancel()
             if not waiter.done():
                 waiter.cancel()
             self._waiters.pop(waiter, None)
@@ -59,8 +71,28 @@ class ChangeSignal:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Set the timer for ``deadline`` (loop time), replacing the one set."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._loop = loop
+        self._timer = loop.call_at(deadline, self._time_out)
+        self._timer_deadline = deadline
 
-def _wake(waiter: asyncio.Future[None]) -> None:
-    """The timeout of a wait: the same as a notification."""
-    if not waiter.done():
-        waiter.set_result(None)
+    def _time_out(self) -> None:
+        """The timer: wake the waiters whose timeout passed (as a notification would),
+        and set the timer again for the earliest deadline left."""
+        self._timer = None
+        loop = self._loop
+        assert loop is not None
+        due = loop.time() + TIMER_RESOLUTION_SECONDS
+        next_deadline: float | None = None
+        for waiter, deadline in list(self._waiters.items()):
+            if deadline <= due:
+                del self._waiters[waiter]
+                if not waiter.done():
+                    waiter.set_result(None)
+            elif next_deadline is None or deadline < next_deadline:
+                next_deadline = deadline
+        if next_deadline is not None:
+            self._arm(loop, next_deadline)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
@@ -48,6 +48,10 @@ logger = logging.getLogger("relaymq.broker")
 
 # How far back a restart re-reads a partition to rebuild the dedup window.
 DEDUP_REBUILD_BATCH = 1_000
+
+# One partition's share of an append call: the messages' indexes in the call, and the
+# messages, in order.
+_PartitionBatch = tuple[list[int], list[Message]]
 
 
 def compile_schema(schema: dict[str, Any] | None) -> Callable[[Any], Any] | None:
@@ -215,30 +219,39 @@ class StreamHandle:
         """
         loop = asyncio.get_running_loop()
         results: list[PublishResult | None] = [None] * len(messages)
-        batches: dict[int, list[tuple[int, Message]]] = defaultdict(list)
+        batches: dict[int, _PartitionBatch] = {}
         waits: list[tuple[int, str, asyncio.Future[None]]] = []
         owned: list[str] = []
         claim: asyncio.Future[None] = loop.create_future()
+        choose = self._partitioner.choose
         for index, message in enumerate(messages):
             message.timestamp_ms = now_ms
             if message.id is not None:
                 if not self._claim_id(message.id, index, now_ms, results, waits, claim):
                     continue
                 owned.append(message.id)
-            batches[self._partitioner.choose(message.key)].append((index, message))
+            partition = choose(message.key)
+            batch = batches.get(partition)
+            if batch is None:
+                batches[partition] = ([index], [message])
+            else:
+                batch[0].append(index)
+                batch[1].append(message)
         outcome: asyncio.Future[list[PublishResult]] = loop.create_future()
         if batches:
-            try:
-                for partition, batch in batches.items():
-                    self._check_capacity(partition, batch)
-            except BaseException as error:
-                self._release_ids(owned, claim, error)
-                raise
-            join = _AppendJoin(
-                len(batches), lambda error: self._finished(owned, claim, outcome, results, error)
-            )
+            if self.config.discard is DiscardPolicy.NEW:
+                try:
+                    for partition, (_, batch_messages) in batches.items():
+                        self._check_capacity(partition, batch_messages)
+                except BaseException as error:
+                    self._release_ids(owned, claim, error)
+                    raise
+            finished = partial(self._finished, owned, claim, outcome, results)
+            # One partition (the common case) tells the call directly; several, through
+            # a join that hears from each.
+            done = finished if len(batches) == 1 else _AppendJoin(len(batches), finished).done
             for partition, batch in batches.items():
-                self._write_partition(partition, batch, results, now_ms, join)
+                self._write_partition(partition, batch, results, now_ms, done)
         else:
             self._release_ids(owned, claim, None)
             outcome.set_result(results)  # type: ignore[arg-type]
@@ -312,14 +325,14 @@ class StreamHandle:
     def _write_partition(
         self,
         partition: int,
-        batch: list[tuple[int, Message]],
+        batch: _PartitionBatch,
         results: list[PublishResult | None],
         now_ms: int,
-        join: _AppendJoin,
+        done: Callable[[BaseException | None], None],
     ) -> None:
-        """Write one partition's share of a call; ``join`` hears once when it is durable
+        """Write one partition's share of a call; ``done`` hears once when it is durable
         or failed."""
-        appended = [message for _, message in batch]
+        indexes, appended = batch
         told = False
 
         def partition_done(error: BaseException | None) -> None:
@@ -331,11 +344,11 @@ class StreamHandle:
             told = True
             if error is None:
                 try:
-                    self._landed(partition, batch, appended, results, now_ms)
+                    self._landed(partition, indexes, appended, results, now_ms)
                 except Exception as failure:  # a bug: the caller must still hear
                     logger.exception("recording an append of %r failed", self.name)
                     error = failure
-            join.done(error)
+            done(error)
 
         try:
             self.logs[partition].start_append(appended, partition_done)
@@ -345,20 +358,20 @@ class StreamHandle:
     def _landed(
         self,
         partition: int,
-        batch: list[tuple[int, Message]],
+        indexes: list[int],
         appended: list[Message],
         results: list[PublishResult | None],
         now_ms: int,
     ) -> None:
         """Record a durable append: results, ids, counters, and the subscriptions."""
-        name = self.name
+        name = self.config.name
         payload_bytes = 0
-        for index, message in batch:
+        for index, message in zip(indexes, appended, strict=True):
             results[index] = PublishResult(stream=name, partition=partition, offset=message.offset)
             payload_bytes += len(message.payload)
             if message.id is not None:
                 self._dedup.remember(message.id, partition, message.offset, now_ms)
-        self.published_messages += len(batch)
+        self.published_messages += len(appended)
         self.published_bytes += payload_bytes
         self.signal.notify()
         for subscription in self.subscriptions.values():
@@ -382,20 +395,19 @@ class StreamHandle:
                 else:
                     outcome.set_result(results)  # type: ignore[arg-type]
 
-    def _check_capacity(self, partition: int, batch: list[tuple[int, Message]]) -> None:
-        """Under ``discard=new`` a full stream rejects publishes instead of dropping old data."""
-        if self.config.discard is not DiscardPolicy.NEW:
-            return
+    def _check_capacity(self, partition: int, messages: list[Message]) -> None:
+        """Under ``discard=new`` (the caller checks it) a full stream rejects publishes
+        instead of dropping old data."""
         limits = self.retention_limits()
         stats = self.logs[partition].stats()
-        if limits.max_messages is not None and stats.messages + len(batch) > limits.max_messages:
+        if limits.max_messages is not None and stats.messages + len(messages) > limits.max_messages:
             raise StorageFull(
                 f"stream {self.name!r} is full (max_messages)",
                 stream=self.name,
                 limit="max_messages",
             )
         if limits.max_bytes is not None:
-            incoming = sum(message.size_bytes() for _, message in batch)
+            incoming = sum(message.size_bytes() for message in messages)
             if stats.bytes + incoming > limits.max_bytes:
                 raise StorageFull(
                     f"stream {self.name!r} is full (max_bytes)", stream=self.name, limit="max_bytes"

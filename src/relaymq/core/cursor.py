@@ -330,8 +330,9 @@ class _LeaseDeadlines:
             for index, receipt in enumerate(receipts):
                 entry = in_flight.get(receipt)
                 if entry is not None and entry.deadline_ms == deadline_ms:
-                    del receipts[:index]
-                    self.stored -= index
+                    if index:
+                        del receipts[:index]
+                        self.stored -= index
                     first_ms = deadline_ms
                     break
             else:
@@ -1028,7 +1029,9 @@ class PartitionCursor:
             return 0
         wakeup_ms = self._paused_until_ms
         if self._in_flight:
-            wakeup_ms = _earliest(wakeup_ms, self._lease_deadlines.first_ms(self._in_flight))
+            first_ms = self._lease_deadlines.first_ms(self._in_flight)
+            # Only an ordered cursor is ever paused: spare the others a call.
+            wakeup_ms = first_ms if wakeup_ms is None else _earliest(wakeup_ms, first_ms)
         if self._scheduled:
             wakeup_ms = _earliest(wakeup_ms, self._valid_top_scheduled())
         if self._expiries:
