@@ -146,7 +146,7 @@ class GroupCommitter:
         failed for ``log``. No task or future in between: an append's caller resumes
         one loop step after its pass, however many callbacks are ready."""
         if self.policy is FsyncPolicy.ALWAYS:
-            self._run_serial(log, lambda results: _tell(done, results[log]))
+            self._run_serial(log, lambda results: _tell([done], results[log]))
         else:
             self._waiting.setdefault(log, []).append(done)
             if not self._batch_running:
@@ -190,17 +190,16 @@ class GroupCommitter:
     def _start_batch(self) -> None:
         waiting, self._waiting = self._waiting, {}
         self._batch_running = True
-        self._launch(list(waiting), lambda results: self._batch_done(waiting, results))
+        self._launch(list(waiting), partial(self._batch_done, waiting))
 
     def _batch_done(self, waiting: dict[Syncable, list[AppendDone]], results: Results) -> None:
         self._batch_running = False
         if self._waiting:
             self._start_batch()  # appends that wrote meanwhile: the next pass, at once
         for log, waiters in waiting.items():
-            error = results[log]
-            for done in waiters:
-                _tell(done, error)
-        self._wake_idle_waiters()
+            _tell(waiters, results[log])
+        if self._idle_waiters:  # close() waits for the passes to end
+            self._wake_idle_waiters()
 
     # -- passes one at a time per log (always) ---------------------------------------------
 
@@ -220,7 +219,8 @@ class GroupCommitter:
             self._launch([log], lambda results: self._serial_done(log, following, results))
             return
         del self._serial[log]
-        self._wake_idle_waiters()
+        if self._idle_waiters:  # close() waits for the passes to end
+            self._wake_idle_waiters()
 
     # -- running a pass ---------------------------------------------------------------------
 
@@ -238,7 +238,7 @@ class GroupCommitter:
         keys = self._process_keys(logs, jobs)
         if keys is not None:
             assert self._process is not None
-            self._process.sync(keys, lambda errnos: self._process_done(sync_pass, errnos))
+            self._process.sync(keys, partial(self._process_done, sync_pass))
         else:
             self._run_on_threads(sync_pass)
 
@@ -257,12 +257,11 @@ class GroupCommitter:
             return None
         if self.policy is FsyncPolicy.ALWAYS and process.busy:
             return None  # the child syncs one request at a time: keep partitions parallel
-        targets = [log.datasync_target(job) for log, job in zip(logs, jobs, strict=True)]
-        if any(target is None for target in targets):
-            return None
         keys = []
-        for log, target in zip(logs, targets, strict=True):
-            assert target is not None
+        for log, job in zip(logs, jobs, strict=True):
+            target = log.datasync_target(job)
+            if target is None:
+                return None  # files registered so far stay: later passes use them
             file, descriptor = target
             registered = self._registered.get(log)
             if registered is None or registered[0] is not file:
@@ -358,9 +357,10 @@ class GroupCommitter:
                 waiter.set_result(None)
 
 
-def _tell(done: AppendDone, error: BaseException | None) -> None:
-    """Tell one waiting append its pass's outcome; its bug must not stop the others."""
-    try:
-        done(error)
-    except Exception:
-        logger.exception("an append's completion failed")
+def _tell(waiters: list[AppendDone], error: BaseException | None) -> None:
+    """Tell waiting appends their pass's outcome; one's bug must not stop the others."""
+    for done in waiters:
+        try:
+            done(error)
+        except Exception:
+            logger.exception("an append's completion failed")

@@ -38,7 +38,7 @@ logger = logging.getLogger("relaymq.store")
 
 SyncDone = Callable[[list[int] | None], None]  # errno per key, or None: the process died
 # Keys per request: a request must fit one SOCK_SEQPACKET message of the worker's size.
-MAX_KEYS = (wire.MAX_MESSAGE_BYTES - wire.HEADER.size) // wire.KEY.size
+MAX_KEYS = (wire.MAX_MESSAGE_BYTES - wire.HEADER.size) // wire.KEY_BYTES
 
 
 class FsyncProcess:
@@ -52,6 +52,9 @@ class FsyncProcess:
         self._next_request = 0
         # Messages the socket had no room for, sent in order once it drains.
         self._outgoing: deque[tuple[bytes, list[int]]] = deque()
+        # Answers are read into this one buffer: a fresh 64 KiB ``recv`` per answer
+        # costs an allocation and a shrink each time.
+        self._answer = bytearray(wire.MAX_MESSAGE_BYTES)
         self.alive = True
 
     @classmethod
@@ -114,8 +117,7 @@ class FsyncProcess:
         request = self._next_request
         self._next_request += 1
         self._pending[request] = done
-        body = b"".join(wire.KEY.pack(key) for key in keys)
-        self._send(wire.HEADER.pack(wire.OP_SYNC, request, len(keys)) + body, [])
+        self._send(wire.pack_message(wire.OP_SYNC, request, wire.KEY, keys), [])
 
     def _send(self, message: bytes, descriptors: list[int]) -> None:
         if not self.alive:
@@ -154,22 +156,20 @@ class FsyncProcess:
             self._loop.remove_writer(self._channel.fileno())
 
     def _on_readable(self) -> None:
+        answer = self._answer
         while True:
             try:
-                data = self._channel.recv(wire.MAX_MESSAGE_BYTES)
+                size = self._channel.recv_into(answer)
             except BlockingIOError:
                 return
             except OSError as error:
                 self._fail(f"the fsync worker process failed: {error}")
                 return
-            if not data:
+            if not size:
                 self._fail("the fsync worker process exited")
                 return
-            _op, request, count = wire.HEADER.unpack_from(data)
-            errnos = [
-                wire.ERRNO.unpack_from(data, wire.HEADER.size + wire.ERRNO.size * i)[0]
-                for i in range(count)
-            ]
+            _op, request, count = wire.HEADER.unpack_from(answer)
+            errnos = list(wire.unpack_items(answer, wire.ERRNO, count))
             done = self._pending.pop(request, None)
             others_pending = bool(self._pending)
             if done is not None:

@@ -21,16 +21,31 @@ import os
 import socket
 import struct
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 OP_REGISTER = 1
 OP_FORGET = 2
 OP_SYNC = 3
-HEADER = struct.Struct("<BQI")  # op, key or request id, count of keys that follow
-KEY = struct.Struct("<Q")
-ERRNO = struct.Struct("<i")
+HEADER = struct.Struct("<BQI")  # op, key or request id, count of items that follow
+# The items after the header (struct format characters): a sync request's keys, its
+# answer's errnos (0: synced).
+KEY = "Q"
+ERRNO = "i"
+KEY_BYTES = struct.calcsize(f"<{KEY}")
 MAX_MESSAGE_BYTES = 65536
 PARALLEL_SYNCS = 8
+
+
+def pack_message(op: int, key: int, item: str, items: Sequence[int]) -> bytes:
+    """A message: the header (``op``, ``key`` and how many items), then ``items``, each
+    packed as the format character ``item`` (:data:`KEY` or :data:`ERRNO`)."""
+    return struct.pack(f"{HEADER.format}{len(items)}{item}", op, key, len(items), *items)
+
+
+def unpack_items(data: bytes | bytearray, item: str, count: int) -> tuple[int, ...]:
+    """The ``count`` items (format character ``item``) after the header of ``data``."""
+    return struct.unpack_from(f"<{count}{item}", data, HEADER.size)
 
 
 def sync_one(descriptor: int | None) -> int:
@@ -45,18 +60,28 @@ def sync_one(descriptor: int | None) -> int:
 
 
 def serve(channel: socket.socket) -> None:
-    """Answer requests until the server side closes the socket."""
+    """Answer requests until the server side closes the socket.
+
+    It runs once per fsync pass, after a sleep that left its caches cold, so each
+    request is read into one reused buffer and handled with few objects."""
     descriptors: dict[int, int] = {}
     pool = ThreadPoolExecutor(max_workers=PARALLEL_SYNCS)
     fds = array.array("i")
+    ancillary_bytes = socket.CMSG_SPACE(fds.itemsize)
+    data = bytearray(MAX_MESSAGE_BYTES)
     while True:
-        data, ancillary, _flags, _address = channel.recvmsg(
-            MAX_MESSAGE_BYTES, socket.CMSG_SPACE(fds.itemsize)
-        )
-        if not data:
+        size, ancillary, _flags, _address = channel.recvmsg_into([data], ancillary_bytes)
+        if not size:
             return
         op, key, count = HEADER.unpack_from(data)
-        if op == OP_REGISTER:
+        if op == OP_SYNC:
+            keys = unpack_items(data, KEY, count)
+            if count == 1:
+                results = [sync_one(descriptors.get(keys[0]))]
+            else:
+                results = list(pool.map(sync_one, [descriptors.get(k) for k in keys]))
+            channel.sendall(pack_message(OP_SYNC, key, ERRNO, results))
+        elif op == OP_REGISTER:
             for level, kind, payload in ancillary:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     received = array.array("i")
@@ -69,16 +94,6 @@ def serve(channel: socket.socket) -> None:
             descriptor = descriptors.pop(key, None)
             if descriptor is not None:
                 os.close(descriptor)
-        elif op == OP_SYNC:
-            keys = [KEY.unpack_from(data, HEADER.size + KEY.size * i)[0] for i in range(count)]
-            targets = [descriptors.get(k) for k in keys]
-            if len(targets) == 1:
-                results = [sync_one(targets[0])]
-            else:
-                results = list(pool.map(sync_one, targets))
-            channel.sendall(
-                HEADER.pack(OP_SYNC, key, count) + b"".join(ERRNO.pack(r) for r in results)
-            )
 
 
 if __name__ == "__main__":

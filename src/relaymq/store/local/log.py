@@ -176,30 +176,32 @@ class LocalPartitionLog:
         called before this returns. A write that cannot start raises instead, and
         ``done`` is never called.
         """
-        self._check_open()
-        if self._closing:
+        if self._closing:  # a closed log is closing too: one test for both on this path
+            self._check_open()
             raise StoreClosed(f"partition log {self.directory} is closing")
         first_offset = self._next_offset
         if not messages:
             done(None)
             return first_offset
         self._guard.check()
-        self._roll_if_full()
+        active = self._segments[-1]
+        if active.size_bytes >= self._settings.segment_bytes and active.message_count:
+            active = self._roll(active)
         for position, message in enumerate(messages):
             message.partition = self.partition
             message.offset = first_offset + position
         batch = record.encode_batch(messages, first_offset)
         try:
-            self._active.append(batch, messages, self._reserver)
+            active.append(batch, messages, self._reserver)
         except OSError as error:
             self._guard.forget()
             raise translate_os_error(error) from error
-        self._recent.add(messages, record.frame_sizes(batch))
+        self._recent.add(messages, batch.sizes)
         end_offset = first_offset + len(messages)
         self._next_offset = end_offset
         first_timestamp_ms = messages[0].timestamp_ms
         if self._settings.fsync is FsyncPolicy.NEVER:
-            self._publish(self._active, self._active.size_bytes, end_offset)
+            self._publish(active, active.size_bytes, end_offset)
             self._listeners.tell()
             self._note_first_timestamp(first_offset, first_timestamp_ms)
             done(None)
@@ -207,7 +209,12 @@ class LocalPartitionLog:
         generation = self._generation
 
         def synced(error: BaseException | None) -> None:
-            if error is None and self._was_rolled_back(generation, end_offset):
+            # Only a rollback moves the generation on: while it stands, none cut these records.
+            if (
+                error is None
+                and self._generation != generation
+                and self._was_rolled_back(generation, end_offset)
+            ):
                 error = StorageFull("the disk is full; the append was rolled back")
             if error is None:
                 self._note_first_timestamp(first_offset, first_timestamp_ms)
@@ -227,13 +234,10 @@ class LocalPartitionLog:
         if (cached is None or cached[1] is None) and self.first_offset == offset:
             self._first_timestamp = (offset, timestamp_ms)
 
-    def _roll_if_full(self) -> None:
-        """Start a new segment when the active one reached ``segment_bytes`` (one batch never
-        spans two segments, so a segment may exceed the size by up to one batch). The
-        sealed one loses its reserved tail here; the next pass fsyncs it whole."""
-        active = self._active
-        if active.size_bytes < self._settings.segment_bytes or active.message_count == 0:
-            return
+    def _roll(self, active: Segment) -> Segment:
+        """Seal ``active``, which reached ``segment_bytes``, and start the next segment (one
+        batch never spans two segments, so a segment may exceed the size by up to one
+        batch). The sealed one loses its reserved tail here; the next pass fsyncs it whole."""
         try:
             active.drop_reserved_tail()
             segment = Segment.create(self.directory, self._next_offset)
@@ -245,6 +249,7 @@ class LocalPartitionLog:
         self._base_offsets.append(segment.base_offset)
         self._directory_dirty = True
         self._committer.forget(self)  # the sealed segment's last sync runs on a thread
+        return segment
 
     def _publish(self, segment: Segment, size_bytes: int, next_offset: int) -> None:
         """Let readers see everything up to ``size_bytes`` of ``segment`` (and all before it)."""
@@ -265,10 +270,9 @@ class LocalPartitionLog:
 
     def prepare_sync(self) -> SyncJob:
         """Snapshot what is written and pin the files a pass must fsync (event loop)."""
-        active = self._active
-        segments = list(self._unsynced.items())
+        active = self._segments[-1]
+        segments = [*self._unsynced.items(), (active, self._closing)]
         self._unsynced.clear()
-        segments.append((active, self._closing))
         for segment, _with_index in segments:
             segment.acquire()
         job = SyncJob(segments, self._directory_dirty, active, active.mark(), self._generation)

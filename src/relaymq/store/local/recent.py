@@ -51,17 +51,17 @@ class RecentMessages:
             self.clear()
         held.extend(messages)
         sizes.extend(record_sizes)
-        self._bytes += sum(record_sizes)
+        held_bytes = self._bytes + sum(record_sizes)
+        count = len(held)
         head = self._head
-        while head < len(held) and (
-            len(held) - head > self.max_messages or self._bytes > self.max_bytes
-        ):
-            self._bytes -= sizes[head]
+        while head < count and (count - head > self.max_messages or held_bytes > self.max_bytes):
+            held_bytes -= sizes[head]
             head += 1
-        if head * 2 >= len(held):
+        if head * 2 >= count:
             del held[:head], sizes[:head]
             head = 0
         self._head = head
+        self._bytes = held_bytes
 
     def cut(self, next_offset: int) -> None:
         """Forget offsets from ``next_offset`` on (they were rolled back)."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 from crc32c import crc32c
@@ -51,6 +52,8 @@ RECORD_HEADER = struct.Struct("<IIQQ")  # length, crc32c, offset, timestamp_ms
 RECORD_HEADER_BYTES = RECORD_HEADER.size
 OFFSET_AND_TIMESTAMP = struct.Struct("<QQ")
 FRAME_PREFIX_BYTES = FRAME_PREFIX.size
+# The header bytes a frame's length and crc32c cover (offset and timestamp).
+_COVERED_HEADER_BYTES = OFFSET_AND_TIMESTAMP.size
 # A frame whose length field is larger than this is damage, not data.
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 
@@ -72,18 +75,13 @@ class SegmentHeaderError(Exception):
     """A segment file does not start with a valid header."""
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedBatch:
-    """A batch encoded as consecutive frames; ``positions`` are frame starts in ``data``."""
+class EncodedBatch(NamedTuple):
+    """A batch encoded as consecutive frames; ``sizes`` are the frames' sizes in order
+    (the segment indexes by them and the recent-message window counts them).
+    A named tuple: one is built per append, and that is cheaper than a frozen dataclass."""
 
     data: bytes
-    positions: list[int]
-
-
-def frame_sizes(batch: EncodedBatch) -> list[int]:
-    """The size of each frame of ``batch``, in order."""
-    ends = [*batch.positions[1:], len(batch.data)]
-    return [end - start for start, end in zip(batch.positions, ends, strict=True)]
+    sizes: list[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +114,7 @@ def decode_segment_header(data: bytes) -> int:
 def encode_batch(messages: Sequence[Message], first_offset: int) -> EncodedBatch:
     """Encode ``messages`` with consecutive offsets from ``first_offset`` into one buffer."""
     parts: list[bytes] = []
-    positions: list[int] = []
-    position = 0
+    sizes: list[int] = []
     offset = first_offset
     for message in messages:
         body = _encoder.encode(
@@ -133,14 +130,11 @@ def encode_batch(messages: Sequence[Message], first_offset: int) -> EncodedBatch
             )
         )
         covered = OFFSET_AND_TIMESTAMP.pack(offset, message.timestamp_ms)
-        crc = crc32c(body, crc32c(covered))
-        parts.append(FRAME_PREFIX.pack(len(covered) + len(body), crc))
-        parts.append(covered)
-        parts.append(body)
-        positions.append(position)
-        position += RECORD_HEADER_BYTES + len(body)
+        length = _COVERED_HEADER_BYTES + len(body)
+        parts += (FRAME_PREFIX.pack(length, crc32c(body, crc32c(covered))), covered, body)
+        sizes.append(FRAME_PREFIX_BYTES + length)
         offset += 1
-    return EncodedBatch(b"".join(parts), positions)
+    return EncodedBatch(b"".join(parts), sizes)
 
 
 def read_frame(data: bytes | memoryview, position: int) -> Frame:

@@ -31,8 +31,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from crc32c import crc32c
 
@@ -54,9 +54,9 @@ def segment_file_name(base_offset: int) -> str:
     return f"{base_offset:0{OFFSET_DIGITS}d}.log"
 
 
-@dataclass(frozen=True, slots=True)
-class SegmentMark:
-    """What a segment held at one moment, to roll an append back to."""
+class SegmentMark(NamedTuple):
+    """What a segment held at one moment, to roll an append back to. (A named tuple:
+    every fsync pass takes one, and that is cheaper than a frozen dataclass.)"""
 
     size_bytes: int
     next_offset: int
@@ -256,7 +256,6 @@ class Segment:
         """
         start = self.size_bytes
         end = start + len(batch.data)
-        mark = self.mark()
         try:
             if end > self.file_size_bytes:
                 self.file_size_bytes = reserver.reserve(
@@ -264,17 +263,21 @@ class Segment:
                 )
             _write_all(self._file_descriptor, batch.data, start)
         except OSError:
-            self.restore(mark)
+            # Nothing but the file changed yet: the mark taken now is the state before.
+            self.restore(self.mark())
             raise
-        self.file_size_bytes = max(self.file_size_bytes, end)
+        if end > self.file_size_bytes:  # nothing reserved: the write grew the file
+            self.file_size_bytes = end
         entries: list[tuple[int, int, int]] = []
         max_timestamp_ms = self.max_timestamp_ms
-        for message, relative_position in zip(messages, batch.positions, strict=True):
-            position = start + relative_position
+        position = start
+        for message, size in zip(messages, batch.sizes, strict=True):
             if position - self._last_index_position >= INDEX_INTERVAL_BYTES:
                 entries.append((message.offset - self.base_offset, position, max_timestamp_ms))
                 self._last_index_position = position
-            max_timestamp_ms = max(max_timestamp_ms, message.timestamp_ms)
+            if message.timestamp_ms > max_timestamp_ms:
+                max_timestamp_ms = message.timestamp_ms
+            position += size
         if entries:
             self.index.add(entries)
         if self.first_timestamp_ms is None:
@@ -465,7 +468,11 @@ class Segment:
 
 def _write_all(file_descriptor: int, data: bytes, position: int) -> None:
     """``pwrite`` until every byte is written (a regular file may take fewer)."""
-    view = memoryview(data)
+    written = os.pwrite(file_descriptor, data, position)
+    if written == len(data):  # the usual case: one call wrote it all
+        return
+    view = memoryview(data)[written:]
+    position += written
     while view:
         written = os.pwrite(file_descriptor, view, position)
         view = view[written:]
