@@ -77,21 +77,18 @@ from rich.console import Console
 
 from relaymq.bench.histogram import LatencyRecorder
 from relaymq.bench.loops import EVENT_LOOPS, default_event_loop, loop_factory
-from relaymq.bench.pacing import Pacer
+from relaymq.bench.pacing import PACINGS, Pacer, default_pacing
 from relaymq.bench.payload import HEADER_BYTES, encode_payload
 from relaymq.bench.report import (
-    latency_table,
     machine,
     percentile_table,
     phase_figures,
-    phase_table,
-    print_memory_warning,
-    schedule_lag_table,
+    print_measured,
     verification_table,
     withheld_reason,
 )
 from relaymq.bench.runner import filesystem_of, free_port
-from relaymq.bench.server_stats import kernel_peak_rss_bytes
+from relaymq.bench.server_stats import kernel_peak_rss_bytes, tree_cpu_seconds
 from relaymq.bench.transports import account
 from relaymq.bench.verify import Deliveries, Publications, verdict
 from relaymq.bench.workloads import Mark, Phase
@@ -133,28 +130,12 @@ class Plan:
     queue_type: str  # rabbitmq only
     event_loop: str
     data_parent: Path | None
-    pacing: str = "even"
+    pacing: str
     producers: int = 1
     consumers: int = 1
 
 
 # -- the broker process ---------------------------------------------------------------------
-
-
-def tree_cpu_seconds(pid: int) -> float | None:
-    """CPU seconds of ``pid`` and its live descendants: ``utime + stime + cutime + cstime``
-    of each one's ``/proc/PID/stat`` (psutil reads them there); ``None`` once it is gone."""
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return None
-    total = 0.0
-    for process in processes:
-        with contextlib.suppress(psutil.Error):  # a descendant that just exited
-            times = process.cpu_times()
-            total += times.user + times.system + times.children_user + times.children_system
-    return total
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, what: str) -> None:
@@ -177,25 +158,33 @@ def log_tail(log: Path) -> str:
         return ""
 
 
+def start_process(command: list[str], log: Path, **options: Any) -> subprocess.Popen[bytes]:
+    """A child in a session (and process group) of its own, its output in ``log``: a
+    terminal's Ctrl-C reaches the bench alone, which then stops the whole group. A file,
+    not a pipe: nobody reads a pipe during the run, and a broker writing into a full one
+    would stall."""
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, **options
+        )
+
+
 def stop_process(process: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM (a clean shutdown), then SIGKILL to whatever of its tree is left."""
-    if process is None or process.poll() is not None:
+    """SIGTERM to the child's process group (a clean shutdown), then SIGKILL to whatever
+    of the group is left, the child's own children included."""
+    if process is None:
         return
-    try:
-        descendants = psutil.Process(process.pid).children(recursive=True)
-    except psutil.Error:
-        descendants = []
-    process.terminate()
-    try:
+    signal_group(process, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(STOP_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    for descendant in descendants:
-        with contextlib.suppress(psutil.Error):
-            if descendant.is_running():
-                descendant.send_signal(signal.SIGKILL)
-    psutil.wait_procs(descendants, timeout=STOP_TIMEOUT_SECONDS)
+    signal_group(process, signal.SIGKILL)
+    process.wait()
+
+
+def signal_group(process: subprocess.Popen[bytes], signal_number: int) -> None:
+    """Send a signal to the process group the child leads (gone already: nothing)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal_number)
 
 
 class BrokerServer(abc.ABC):
@@ -205,12 +194,17 @@ class BrokerServer(abc.ABC):
     name = "broker"
 
     def __init__(self, parent: Path | None) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix=f"peers-{self.name}-", dir=parent))
-        self.data_filesystem = filesystem_of(self.root)
-        self.log_path = self.root / "broker.log"
+        self.parent = parent
+        self.root = Path()  # made by start()
+        self.data_filesystem = ""
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.durability = ""
+
+    @property
+    def log_path(self) -> Path:
+        """The broker's output."""
+        return self.root / "broker.log"
 
     @property
     @abc.abstractmethod
@@ -222,20 +216,26 @@ class BrokerServer(abc.ABC):
         """The broker's command line and environment (files written as needed)."""
 
     def start(self) -> None:
-        """Start the broker and wait until it accepts connections."""
+        """Make the directory, start the broker, wait until it accepts connections."""
+        self.root = Path(tempfile.mkdtemp(prefix=f"peers-{self.name}-", dir=self.parent))
+        self.data_filesystem = filesystem_of(self.root)
+        self.launch()
+
+    def launch(self) -> None:
+        """Start the broker in the directory and wait until it accepts connections."""
         command, environment = self.command()
-        # A file, not a pipe: nobody reads a pipe during the run, and a broker writing
-        # into a full one would stall.
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                command, env=environment, stdout=log, stderr=subprocess.STDOUT, cwd=self.root
-            )
+        self.process = start_process(command, self.log_path, env=environment, cwd=self.root)
         wait_for_port(self.port, self.process, self.log_path, self.name)
 
     def stop(self) -> None:
         """Stop the broker; remove its directory."""
         stop_process(self.process)
-        shutil.rmtree(self.root, ignore_errors=True)
+        self.remove_directory()
+
+    def remove_directory(self) -> None:
+        """Remove the temporary directory, once made."""
+        if self.root != Path():
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def main_process(self) -> psutil.Process:
         """The process that does the work (a start script may stand above it)."""
@@ -293,7 +293,8 @@ class RabbitMqServer(BrokerServer):
         self.epmd: subprocess.Popen[bytes] | None = None
         self.durability = {
             "classic": "durable classic queue, persistent messages, publisher confirms "
-            "(sent once the queue's journal is fsynced), manual acks",
+            "(sent once the queue's journal is fsynced, or once the message was consumed "
+            "and acked, whichever comes first: RabbitMQ's rule), manual acks",
             "quorum": "quorum queue (one-member Raft log; its WAL is fsynced before a "
             "confirm), persistent messages, publisher confirms, manual acks",
         }[queue_type]
@@ -329,27 +330,23 @@ class RabbitMqServer(BrokerServer):
         }
         return [str(RABBITMQ_SCRIPT)], environment
 
-    def start(self) -> None:
+    def launch(self) -> None:
         """Start ``epmd`` on its port, then the broker."""
         epmd = shutil.which("epmd")
         if epmd is None:
             raise PeerError("epmd not found: apt-get install rabbitmq-server")
         epmd_log = self.root / "epmd.log"
-        with epmd_log.open("wb") as log:
-            # In the foreground (no -daemon), so it is our child and stops with the run.
-            self.epmd = subprocess.Popen(
-                [epmd, "-port", str(self.epmd_port), "-address", "127.0.0.1"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        # In the foreground (no -daemon), so it is our child and stops with the run.
+        command = [epmd, "-port", str(self.epmd_port), "-address", "127.0.0.1"]
+        self.epmd = start_process(command, epmd_log, cwd=self.root)
         wait_for_port(self.epmd_port, self.epmd, epmd_log, "epmd")
-        super().start()
+        super().launch()
 
     def stop(self) -> None:
         """Stop the broker, then its ``epmd``; remove the directory."""
         stop_process(self.process)
         stop_process(self.epmd)
-        shutil.rmtree(self.root, ignore_errors=True)
+        self.remove_directory()
 
     def main_process(self) -> psutil.Process:
         """The Erlang VM (``beam.smp``) under the start script."""
@@ -774,12 +771,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         f"({server['process']} pid {server['pid']}{filesystem})"
     )
     console.print(f"durability: {server['durability']}")
-    print_memory_warning(server, console)
-    console.print(phase_table(report))
-    if report["latency_ms"] is not None:
-        console.print(latency_table(report["latency_ms"]))
-    if report["schedule_lag_ms"] is not None:
-        console.print(schedule_lag_table(report["schedule_lag_ms"]))
+    print_measured(report, console)
     confirms = report["confirm_latency_ms"]
     if confirms is not None:
         title = f"send call to confirm, ms ({confirms['count']:,} messages)"
@@ -825,6 +817,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--prefetch", type=int, default=5_000, help="unacked deliveries (5,000)")
     parser.add_argument("--drain-timeout", type=float, default=10.0, help="seconds (10)")
     parser.add_argument("--event-loop", choices=EVENT_LOOPS, default=default_event_loop())
+    parser.add_argument(
+        "--pacing", choices=PACINGS, default=default_pacing(), help="as relaymq bench's"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     arguments = parser.parse_args()
     if arguments.size < HEADER_BYTES:
@@ -834,6 +829,11 @@ def parse_arguments() -> argparse.Namespace:
     if arguments.data_dir is not None and not arguments.data_dir.is_dir():
         parser.error(f"--data-dir {arguments.data_dir} is not a directory")
     return arguments
+
+
+def terminated(signal_number: int, frame: object) -> None:
+    """SIGTERM: leave as after Ctrl-C, stopping the broker on the way."""
+    raise SystemExit(128 + signal_number)
 
 
 def main() -> None:
@@ -851,8 +851,12 @@ def main() -> None:
         queue_type=arguments.queue_type,
         event_loop=arguments.event_loop,
         data_parent=arguments.data_dir,
+        pacing=arguments.pacing,
     )
     status = Console(stderr=True)
+    # A terminated bench stops its broker as an interrupted one does: the with block's
+    # exit runs on the way out.
+    signal.signal(signal.SIGTERM, terminated)
     try:
         check_client(plan.broker)
         server: BrokerServer = (
@@ -863,7 +867,7 @@ def main() -> None:
         # As relaymq bench: the bench's own GC pauses would count as latency. After the
         # client's import, so that its modules are frozen too.
         tune_garbage_collector()
-        status.print(f"starting {plan.broker} in {server.root} ...")
+        status.print(f"starting {plan.broker} ...")
         # The loop closes (its leftover tasks cancelled) before the broker stops.
         with server, asyncio.Runner(loop_factory=loop_factory(plan.event_loop)) as runner:
             report = runner.run(measure(plan, server))

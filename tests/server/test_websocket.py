@@ -475,6 +475,35 @@ async def test_pings_keep_a_connection_open(impatient_server: RunningServer) -> 
             await asyncio.sleep(0.3)
 
 
+async def test_frames_keep_their_order_when_the_publish_window_fills(
+    client: Client, api: Api
+) -> None:
+    """More than the publish window (16,384 messages) at once, pings between: small
+    publishes are handled in the protocol's call while the reader waits idle, the
+    large ones and everything behind a frame the reader holds (the window full, say)
+    go through the reader; the offsets follow the frames' order all the same."""
+    create_stream(api, "orders")
+    frames = 600
+    for seq in range(frames):
+        count = 1 if seq % 3 == 0 else 100  # the test server's max_batch_messages
+        messages = [{"subject": "orders.x", "payload": b"p" * 200}] * count
+        await client.send({"op": "publish", "seq": seq, "messages": messages}, binary=True)
+        if seq % 25 == 0:
+            await client.send({"op": "ping", "seq": 1000 + seq})
+    confirmed: dict[int, list[int]] = {}
+    pongs: list[int] = []
+    while len(confirmed) < frames or len(pongs) < len(range(0, frames, 25)):
+        frame = await client.receive()
+        if frame["op"] == "pong":
+            pongs.append(frame["seq"])
+            continue
+        assert frame["op"] == "confirm", frame
+        confirmed[frame["seq"]] = [result["offset"] for result in frame["results"]]
+    offsets = [offset for seq in range(frames) for offset in confirmed[seq]]
+    assert offsets == list(range(len(offsets)))
+    assert pongs == [1000 + seq for seq in range(0, frames, 25)]
+
+
 async def test_binary_publishes_keep_a_connection_open(impatient_server: RunningServer) -> None:
     async with connect(
         ws_url(impatient_server, "default"), additional_headers=AUTH_HEADERS

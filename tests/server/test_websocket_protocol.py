@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 from starlette.websockets import WebSocket, WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from relaymq.api.websocket import SEND_QUEUE_FRAMES, Outbox
 from relaymq.api.websocket_protocol import (
@@ -42,6 +43,7 @@ class SlowApp:
         self.received: list[bytes | str] = []
         self.scope: dict[str, Any] = {}
         self.send: Any = None
+        self.ended = asyncio.Event()  # it read the disconnect
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self.scope, self.send = scope, send
@@ -51,6 +53,7 @@ class SlowApp:
             await self.read.wait()
             message = await receive()
             if message["type"] != "websocket.receive":
+                self.ended.set()
                 return
             self.received.append(message.get("bytes") or message["text"])
 
@@ -269,6 +272,15 @@ async def test_a_refused_message_is_queued_and_so_is_every_one_behind_it(
     assert offers == [b"first", b"third"]
 
 
+async def test_a_large_message_is_queued_not_offered(served: Served) -> None:
+    offers: list[bytes] = []
+    served.register(lambda data: offers.append(data) or True)
+    await served.client.send(b"x" * (READ_AHEAD_MESSAGE_BYTES + 1))
+    await served.queued(1)
+    assert not served.reading()  # and reading pauses, as for any large message
+    assert offers == []
+
+
 async def test_unregistering_the_receiver_queues_messages_again(served: Served) -> None:
     taken: list[bytes] = []
     served.register(lambda data: taken.append(data) or True)
@@ -278,6 +290,21 @@ async def test_unregistering_the_receiver_queues_messages_again(served: Served) 
     await served.client.send(b"queued")
     await served.queued(1)
     assert taken == [b"taken"]
+
+
+async def test_a_receiver_that_raises_fails_the_connection(served: Served) -> None:
+    def receiver(data: bytes) -> bool:
+        raise RuntimeError("a bug")
+
+    served.register(receiver)
+    await served.client.send(b"boom")
+    with pytest.raises(ConnectionClosed):
+        await received(served.client)
+    assert served.client.close_code == 1011
+    served.app.read.set()
+    async with asyncio.timeout(WAIT_SECONDS):
+        await served.app.ended.wait()
+    assert served.app.received == []  # the app hears of the end, not of the message
 
 
 async def _never() -> dict[str, Any]:

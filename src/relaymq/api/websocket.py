@@ -479,16 +479,18 @@ class Connection:
         """Run the reader and the writer until either ends, or the credential that
         opened the connection no longer holds; then clean up."""
         ended: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+        register = self.receiver_registration()
 
         def end(reason: str) -> None:
+            if register is not None:
+                register(None)  # not one more frame of an ended credential at once
             if not ended.done():
                 ended.set_result((CLOSE_CREDENTIAL_ENDED, reason))
 
         session = security_of(self.websocket).open_session(self.principal, end)
         reader = asyncio.create_task(self.read_forever())
         writer = asyncio.create_task(self.outbox.write_forever())
-        register = self.receiver_registration()
-        if register is not None:
+        if register is not None and not ended.done():
             register(self.receive_now)
         try:
             await asyncio.wait({reader, writer, ended}, return_when=asyncio.FIRST_COMPLETED)

@@ -37,7 +37,8 @@ class QuotaGate:
         """Everything without a quota goes straight to the broker.
 
         A broker method is kept on the gate once looked up, so the calls of every
-        message (fetch, ack) find it without coming here again."""
+        message (fetch, ack) find it without coming here again (so a method patched on
+        the broker later is not seen)."""
         value = getattr(self.broker, name)
         if isinstance(value, MethodType) and value.__self__ is self.broker:
             setattr(self, name, value)

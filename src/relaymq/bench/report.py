@@ -114,6 +114,17 @@ def data_on(server: dict[str, Any]) -> str:
     return f", data on {filesystem}" if filesystem else ""
 
 
+def print_measured(report: dict[str, Any], console: Console) -> None:
+    """The tables every latency or throughput report starts with: a warning when the
+    data was in memory, the phases' throughput, the latency and the schedule lag."""
+    print_memory_warning(report["server"], console)
+    console.print(phase_table(report))
+    if report["latency_ms"] is not None:
+        console.print(latency_table(report["latency_ms"]))
+    if report["schedule_lag_ms"] is not None:
+        console.print(schedule_lag_table(report["schedule_lag_ms"]))
+
+
 def print_memory_warning(server: dict[str, Any], console: Console) -> None:
     """Warn when a spawned server's store was in memory, where fsyncs are free."""
     if server.get("data_filesystem") in MEMORY_FILESYSTEMS:
@@ -143,12 +154,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         f"server {server['url']} "
         f"(fsync={server.get('fsync') or 'its own'}{data_on(server)})"
     )
-    print_memory_warning(server, console)
-    console.print(phase_table(report))
-    if report["latency_ms"] is not None:
-        console.print(latency_table(report["latency_ms"]))
-    if report["schedule_lag_ms"] is not None:
-        console.print(schedule_lag_table(report["schedule_lag_ms"]))
+    print_measured(report, console)
     fsync = report.get("fsync")
     if fsync is not None:
         console.print(fsync_table(fsync) if fsync["passes"] else "server fsync passes: none")

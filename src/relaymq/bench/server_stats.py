@@ -1,8 +1,8 @@
 """The server's CPU time and peak memory during a bench run.
 
 Owns two samplers with one interface: :class:`ProcessStats` reads a process
-the bench spawned (psutil; the kernel's own peak RSS, ``VmHWM``, where Linux
-has it), and :class:`MetricsStats` reads a running server's ``GET /metrics``
+the bench spawned, with its children (psutil; the kernel's own peak RSS,
+``VmHWM``, where Linux has it), and :class:`MetricsStats` reads a running server's ``GET /metrics``
 (``process_cpu_seconds_total`` and ``process_resident_memory_bytes``, the
 prometheus-client process collector; the peak is the largest sample seen, so
 it is sampled on every progress tick).
@@ -10,6 +10,7 @@ it is sampled on every progress tick).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -44,15 +45,32 @@ class ProcessStats:
         self.peak_rss_bytes: int | None = None
 
     async def sample(self) -> ServerSample:
-        """CPU seconds (user + system) and RSS now; the peak RSS from the kernel."""
+        """CPU seconds of the process and its children (the server's fsync worker is
+        one) and its RSS now; the peak RSS from the kernel."""
+        cpu_seconds = tree_cpu_seconds(self.process.pid)
         try:
-            times = self.process.cpu_times()
             rss_bytes = self.process.memory_info().rss
         except psutil.Error:
             return ServerSample(None, None)
         peak = kernel_peak_rss_bytes(self.process.pid) or rss_bytes
         self.peak_rss_bytes = max(self.peak_rss_bytes or 0, peak, rss_bytes)
-        return ServerSample(times.user + times.system, rss_bytes)
+        return ServerSample(cpu_seconds, rss_bytes)
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) of ``pid`` and its live descendants, with what their
+    reaped children used; ``None`` once ``pid`` is gone."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):  # a descendant that just exited
+            times = process.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def kernel_peak_rss_bytes(pid: int) -> int | None:

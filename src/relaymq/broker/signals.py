@@ -40,8 +40,10 @@ class ChangeSignal:
         self.version = 0
 
     async def wait(self, timeout_seconds: float, since: int | None = None) -> None:
-        """Return at the next :meth:`notify`, or after ``timeout_seconds``; at once
-        if ``since`` is given and a notification came after that :attr:`version`.
+        """Return at the next :meth:`notify`, or after ``timeout_seconds`` (up to
+        :data:`TIMER_RESOLUTION_SECONDS` early: callers look again before they act); at
+        once if ``since`` is given and a notification came after that :attr:`version`.
+        A signal's waiters share one event loop (one broker's).
 
         A cancellation of the waiting task always propagates, even when it races
         with a notification.
