@@ -87,7 +87,7 @@ from relaymq.bench.report import (
     verification_table,
     withheld_reason,
 )
-from relaymq.bench.runner import filesystem_of, free_port
+from relaymq.bench.runner import filesystem_of, free_port, terminated_as_exit
 from relaymq.bench.server_stats import kernel_peak_rss_bytes, tree_cpu_seconds
 from relaymq.bench.transports import account
 from relaymq.bench.verify import Deliveries, Publications, verdict
@@ -831,11 +831,6 @@ def parse_arguments() -> argparse.Namespace:
     return arguments
 
 
-def terminated(signal_number: int, frame: object) -> None:
-    """SIGTERM: leave as after Ctrl-C, stopping the broker on the way."""
-    raise SystemExit(128 + signal_number)
-
-
 def main() -> None:
     """Start the broker, run the workload, print the report; exit 1 when a confirmed
     message was lost or a publish failed, 2 when the broker or a client could not start."""
@@ -854,9 +849,6 @@ def main() -> None:
         pacing=arguments.pacing,
     )
     status = Console(stderr=True)
-    # A terminated bench stops its broker as an interrupted one does: the with block's
-    # exit runs on the way out.
-    signal.signal(signal.SIGTERM, terminated)
     try:
         check_client(plan.broker)
         server: BrokerServer = (
@@ -869,7 +861,11 @@ def main() -> None:
         tune_garbage_collector()
         status.print(f"starting {plan.broker} ...")
         # The loop closes (its leftover tasks cancelled) before the broker stops.
-        with server, asyncio.Runner(loop_factory=loop_factory(plan.event_loop)) as runner:
+        with (
+            terminated_as_exit(),
+            server,
+            asyncio.Runner(loop_factory=loop_factory(plan.event_loop)) as runner,
+        ):
             report = runner.run(measure(plan, server))
     except PeerError as error:
         status.print(f"[bold red]{error}[/bold red]")

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -223,6 +224,31 @@ def test_the_filesystem_is_the_last_mounted_on_the_longest_matching_path(
     assert filesystem_of(Path("/")) == "ext4"
     monkeypatch.setattr(psutil, "disk_partitions", lambda all=False: [])
     assert filesystem_of(tmp_path) is None
+
+
+def test_a_terminated_bench_stops_the_server_it_spawned(tmp_path: Path) -> None:
+    command = [*RELAYMQ, "bench", "latency", "--spawn", "--duration", "60", "--no-progress"]
+    bench = subprocess.Popen(
+        [*command, "--data-dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + BENCH_TIMEOUT_SECONDS
+        while not psutil.Process(bench.pid).children():
+            assert bench.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        [server] = psutil.Process(bench.pid).children()
+        time.sleep(3)  # up and measuring
+        bench.terminate()
+        bench.wait(BENCH_TIMEOUT_SECONDS)
+    finally:
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGKILL)
+    assert bench.returncode != 0
+    assert not server.is_running()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_data_directory_needs_a_spawned_server(tmp_path: Path) -> None:

@@ -15,12 +15,13 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -133,11 +134,35 @@ class SpawnedServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> SpawnedServer:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # a server that failed to start leaves no directory behind
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def terminated_as_exit() -> Iterator[None]:
+    """Within: SIGTERM leaves as Ctrl-C does, through every ``with`` block's exit, so
+    that a terminated bench stops the server it started (outside the main thread,
+    where no handler can be set, nothing changes)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _exit_terminated)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_terminated(signal_number: int, frame: object) -> None:
+    raise SystemExit(128 + signal_number)
 
 
 async def run_bench(

@@ -197,7 +197,7 @@ def execute(
     plan: Any, target: Target, spawn: SpawnOptions | None, output: Output, no_progress: bool
 ) -> dict[str, Any]:
     """Run the plan against a spawned server (``spawn``) or the target; the report."""
-    from relaymq.bench.runner import SpawnedServer
+    from relaymq.bench.runner import SpawnedServer, terminated_as_exit
     from relaymq.bench.transports import Endpoint
     from relaymq.runtime import tune_garbage_collector
 
@@ -212,6 +212,7 @@ def execute(
             return runner.run(measure(plan, endpoint, None, output, no_progress))
     # The loop closes (its leftover tasks cancelled) before the server stops.
     with (
+        terminated_as_exit(),
         SpawnedServer(spawn.fsync, spawn.parent) as server,
         asyncio.Runner(loop_factory=new_loop) as runner,
     ):
