@@ -36,6 +36,9 @@ from relaymq.bench.workloads import BenchPlan, Mark, Phase, RunState
 
 BENCH_TIMEOUT_SECONDS = 120
 STALL_SECONDS = 0.02
+# A server the bench stopped is gone at once, unless it was left running; this allows
+# for a loaded machine reaping it.
+STOPPED_SECONDS = 10
 RELAYMQ = [sys.executable, "-c", "from relaymq.cli.main import main; main()"]
 
 
@@ -247,7 +250,7 @@ def test_a_terminated_bench_stops_the_server_it_spawned(tmp_path: Path) -> None:
         if bench.poll() is None:
             os.killpg(bench.pid, signal.SIGKILL)
     assert bench.returncode != 0
-    assert not server.is_running()
+    server.wait(STOPPED_SECONDS)  # psutil.TimeoutExpired if it outlived the bench
     assert list(tmp_path.iterdir()) == []
 
 

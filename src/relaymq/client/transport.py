@@ -17,9 +17,12 @@ glue between it and the event loop, so that
   ``data_received``: no queue, no future and no task wake-up per message.
   Once the handshake is done this module splits the stream into frames and
   hands a whole unmasked binary frame (every frame a RelayMQ server sends in
-  msgpack) straight on; any other frame (ping, close, text, fragments, anything
-  invalid) goes to the protocol whole, which answers it, closes or fails the
-  connection as always, and reads everything after a close or a failure.
+  msgpack) straight on; any other valid frame (ping, close, text, fragments)
+  goes to the protocol whole, which answers it, closes or fails the connection
+  as always, and reads everything after a close or a failure. A frame whose
+  header is anything else (masked, extension bits, a reserved opcode, a control
+  frame fragmented or too long) hands the protocol the stream from that header
+  on, so it fails the connection exactly as it would have.
 
 While websockets' debug log is on every frame goes through the protocol, which
 logs it.
@@ -54,7 +57,7 @@ from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import USER_AGENT, Response
-from websockets.protocol import CONNECTING, OPEN, Event
+from websockets.protocol import OPEN, Event
 from websockets.proxy import get_proxy, parse_proxy
 from websockets.uri import WebSocketURI, parse_uri
 
@@ -79,6 +82,13 @@ default of websockets' asyncio client, whose backpressure this keeps)."""
 FIN_BINARY = 0x82
 """The first byte of a whole binary frame without extension bits: the only
 frame the transport reads itself (see :meth:`WebSocketTransport._receive_frames`)."""
+DATA_FRAME_HEADS = frozenset({FIN_BINARY, 0x81, 0x80, 0x02, 0x01, 0x00})
+"""The first bytes of data frames without extension bits (the SDK negotiates none):
+binary, text and continuation, whole or not."""
+CONTROL_FRAME_HEADS = frozenset({0x88, 0x89, 0x8A})
+"""The first bytes of whole close, ping and pong frames without extension bits."""
+MAX_CONTROL_PAYLOAD_BYTES = 125  # RFC 6455, 5.5
+MAX_PAYLOAD_BYTES = 2**63 - 1  # RFC 6455, 5.2: the 64-bit length's top bit is 0
 MASK_BIT = 0x80
 MASK_POOL_BYTES = 1024
 """Random bytes drawn from the OS at a time for the masks of sent frames (256
@@ -109,6 +119,17 @@ def extended_frame_bounds(data: bytes, start: int, length: int) -> tuple[int, in
     return header_end, header_end + int.from_bytes(data[start + 2 : header_end], "big")
 
 
+def plain_frame(first: int, payload_bytes: int) -> bool:
+    """Whether an unmasked frame whose first byte is ``first`` and whose payload is
+    ``payload_bytes`` long is one the protocol reads like any other: a data frame,
+    or a close, ping or pong short enough. Any other fails the connection (websockets
+    refuses a reserved opcode at once, the rest once their payload is read), or never
+    ends if its length has the top bit set (websockets waits for it)."""
+    if first in DATA_FRAME_HEADS:
+        return payload_bytes <= MAX_PAYLOAD_BYTES
+    return first in CONTROL_FRAME_HEADS and payload_bytes <= MAX_CONTROL_PAYLOAD_BYTES
+
+
 class WebSocketTransport(asyncio.Protocol):
     """One client WebSocket connection: :meth:`open` it, :meth:`send` binary
     messages, receive messages through a callback, :meth:`close` it."""
@@ -126,6 +147,7 @@ class WebSocketTransport(asyncio.Protocol):
         self._fragments: list[bytes | bytearray] = []
         self._fragmented_opcode: Opcode | None = None
         self._response_tail = b""  # the end of the response read so far (for its blank line)
+        self._response_head_read = False  # then what follows is frames (or a refusal's body)
         self._framing = False  # whether _receive_frames splits the stream into frames
         self._unparsed = bytearray()  # the start of a frame not yet whole
         self._unparsed_needed = 0  # how long it must grow before it is worth parsing again
@@ -261,7 +283,8 @@ class WebSocketTransport(asyncio.Protocol):
         try:
             text = data.decode()
         except UnicodeDecodeError as exception:
-            self.protocol.fail(CloseCode.INVALID_DATA, f"{exception.reason} at {exception.start}")
+            reason = f"{exception.reason} at position {exception.start}"  # websockets' words
+            self.protocol.fail(CloseCode.INVALID_DATA, reason)
             self._flush()
             return
         self._message(text)
@@ -387,10 +410,10 @@ class WebSocketTransport(asyncio.Protocol):
         whatever the protocol must see go to the protocol."""
         if self._framing:
             self._receive_frames(data)
-        elif self.protocol.state is CONNECTING:
-            self._receive_response(data)
-        else:
+        elif self._response_head_read:
             self._feed(data)
+        else:
+            self._receive_response(data)
 
     def _feed(self, data: bytes) -> None:
         """Feed the protocol, write its replies (pongs, the close echo) at once,
@@ -406,13 +429,15 @@ class WebSocketTransport(asyncio.Protocol):
         """The handshake's response goes to the protocol up to its blank line only
         (an accepted upgrade has no body), so that the protocol's parser stops
         exactly before the first frame: from there :meth:`_receive_frames` reads
-        the stream. A refusal's body, and all after it, goes to the protocol."""
+        the stream. A refusal's body, and all after it, goes to the protocol
+        (whose state stays CONNECTING: ``_response_head_read`` says the head was read)."""
         seen = self._response_tail + data
         blank_line = seen.find(HEAD_END)
         if blank_line < 0:
             self._response_tail = seen[-(len(HEAD_END) - 1) :]
             self._feed(data)
             return
+        self._response_head_read = True
         head_bytes = blank_line + len(HEAD_END) - len(self._response_tail)
         self._feed(data[:head_bytes])
         rest = data[head_bytes:]
@@ -425,10 +450,13 @@ class WebSocketTransport(asyncio.Protocol):
     def _receive_frames(self, data: bytes) -> None:
         """Split the stream into frames: a whole unmasked binary frame is a message
         (no fragmented one may be pending: then the protocol must see it), every
-        other frame goes to the protocol whole, so its parser always waits at a
-        frame's start. Once the protocol is no longer open (it read a close frame
-        or failed the connection) or a frame is masked (which it refuses), it reads
-        the rest of the stream. A frame not yet whole waits for more data."""
+        other :func:`plain_frame` goes to the protocol whole, so its parser always
+        waits at a frame's start. Once the protocol is no longer open (it read a
+        close frame or failed the connection), or as soon as a frame's header is not
+        plain (masked, say, which the protocol refuses), it reads the rest of the
+        stream: a frame that fails the connection is not buffered here first, and
+        the protocol sees it arrive as it would have. A frame not yet whole waits
+        for more data."""
         if self._unparsed:
             self._unparsed += data
             if len(self._unparsed) < self._unparsed_needed:
@@ -437,20 +465,28 @@ class WebSocketTransport(asyncio.Protocol):
         start, size = 0, len(data)
         needed = 2
         while size - start >= 2:
-            second = data[start + 1]
-            if second & MASK_BIT:
+            first, second = data[start], data[start + 1]
+            if second < 126:  # unmasked, with a 7-bit length: two comparisons for a message
+                payload = start + 2
+                end = payload + second
+                plain = first == FIN_BINARY or plain_frame(first, second)
+            elif second & MASK_BIT:
                 self._hand_over(data[start:])
                 return
-            length = second & 0x7F
-            if length < 126:
-                payload = start + 2
-                end = payload + length
-            else:
-                payload, end = extended_frame_bounds(data, start, length)
+            else:  # while the extended length is incomplete this checks the first byte only
+                payload, end = extended_frame_bounds(data, start, second)
+                length = end - payload
+                if first == FIN_BINARY:  # a message, then: only its length to check
+                    plain = length <= MAX_PAYLOAD_BYTES
+                else:
+                    plain = plain_frame(first, length)
+            if not plain:
+                self._hand_over(data[start:])
+                return
             if end > size:
                 needed = end - start
                 break
-            if data[start] == FIN_BINARY and self._fragmented_opcode is None:
+            if first == FIN_BINARY and self._fragmented_opcode is None:
                 self._message(data[payload:end])
             else:
                 self._feed(data[start:end])
