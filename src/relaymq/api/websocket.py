@@ -1,9 +1,11 @@
 """The WebSocket adapter: ``/v1/namespaces/{namespace}/ws``.
 
 Owns the life of one WebSocket connection: reading and dispatching client
-frames (decoded by :mod:`relaymq.protocol.frames`), pipelined publishes confirmed
-after durability, one push loop per subscription limited by credit, and the
-bounded send queue of the server frames that cannot be written at once.
+frames (decoded by :mod:`relaymq.protocol.frames`; a small binary publish or ack
+is handled in the protocol's call that read it while the reader waits idle,
+:meth:`Connection.receive_now`), pipelined publishes confirmed after
+durability, one push loop per subscription limited by credit, and the bounded
+send queue of the server frames that cannot be written at once.
 ``docs/protocol.md`` is the protocol's specification.
 
 Everything is bounded, so a slow or hostile client never makes the server
