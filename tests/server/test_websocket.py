@@ -156,7 +156,7 @@ async def test_subscribe_receive_and_ack(client: Client, api: Api) -> None:
     await client.send(
         {"op": "subscribe", "seq": 10, "sub": "s1", "subscription": "work", "credit": 10}
     )
-    assert await client.next("result") == {"op": "result", "seq": 10, "sub": "s1"}
+    assert await client.next("result") == {"op": "result", "seq": 10, "sub": "s1", "mode": "shared"}
     messages = await client.messages("s1", 5)
     assert [message["payload"] for message in messages] == [f"order {n}" for n in range(5)]
     assert all(message["delivery_count"] == 1 for message in messages)

@@ -761,11 +761,12 @@ class Connection:
         self.check_credit(frame.credit)
         resource = Resource(ResourceKind.SUBSCRIPTION, frame.subscription)
         enforce(self.principal, Action.CONSUME, self.namespace, resource)
-        self.broker.subscription_info(self.namespace, frame.subscription)  # exists?
+        info = self.broker.subscription_info(self.namespace, frame.subscription)  # exists?
         subscriber = Subscriber(self, frame, self.pinned_encoding or encoding)
         self.subscribers[frame.sub] = subscriber
         if frame.seq is not None:  # queued before the first deliver can be
-            await self.send(frames.Result(seq=frame.seq, sub=frame.sub), encoding)
+            result = frames.Result(seq=frame.seq, sub=frame.sub, mode=info.config.mode)
+            await self.send(result, encoding)
         subscriber.start()
 
     def check_credit(self, credit: int) -> None:

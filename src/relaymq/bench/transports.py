@@ -33,6 +33,7 @@ from relaymq.bench.pacing import Pacer, default_pacing
 from relaymq.bench.payload import decode_payload, encode_payload
 from relaymq.bench.verify import Deliveries, Publications
 from relaymq.client import AsyncClient, RetryPolicy
+from relaymq.client.subscription import DEFAULT_ACK_LINGER_MS
 
 SETTLE_EVERY_MESSAGES = 1_024  # how often a producer looks at its oldest futures
 HTTP_FETCH_WAIT_MS = 250
@@ -58,6 +59,7 @@ class Tuning:
     max_in_flight_messages: int
     prefetch_messages: int
     deliver_batch_messages: int
+    ack_linger_ms: float = DEFAULT_ACK_LINGER_MS  # WebSocket consumers (the SDK's knob)
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,10 @@ class WebSocketConsumer:
         """Connect and attach now, so the measured window holds no handshake."""
         client = sdk_client(endpoint)
         subscription = client.subscribe(
-            name, prefetch=tuning.prefetch_messages, batch_messages=tuning.deliver_batch_messages
+            name,
+            prefetch=tuning.prefetch_messages,
+            batch_messages=tuning.deliver_batch_messages,
+            ack_linger_ms=tuning.ack_linger_ms,
         )
         await subscription.open()
         return cls(client, subscription)

@@ -85,6 +85,12 @@ LATENCY_DURATION_SECONDS = 10.0
     help="Credit per consumer.",
 )
 @click.option(
+    "--ack-linger-ms",
+    type=click.FloatRange(0),
+    help="How long the SDK lets an ack wait to share a frame, WebSocket consumers "
+    "(default: the SDK's, 1).",
+)
+@click.option(
     "--deliver-batch",
     type=click.IntRange(1),
     default=500,
@@ -142,7 +148,7 @@ def bench(target: Target, output: Output, **options: Any) -> None:
             duration = LATENCY_DURATION_SECONDS
         else:
             messages = DEFAULT_MESSAGES
-    linger_ms = options["linger_ms"]
+    linger_ms, ack_linger_ms = options["linger_ms"], options["ack_linger_ms"]
     tuning = Tuning(
         message_bytes=options["message_bytes"],
         batch_messages=options["batch_messages"],
@@ -150,6 +156,7 @@ def bench(target: Target, output: Output, **options: Any) -> None:
         max_in_flight_messages=options["max_in_flight"],
         prefetch_messages=options["prefetch"],
         deliver_batch_messages=options["deliver_batch"],
+        **({} if ack_linger_ms is None else {"ack_linger_ms": ack_linger_ms}),
     )
     rate = options["rate"] or (LATENCY_RATE_PER_SECOND if latency else None)
     plan = BenchPlan(

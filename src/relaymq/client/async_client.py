@@ -24,7 +24,7 @@ from relaymq.client.http import HttpTransport
 from relaymq.client.models import PublishResult, StreamMessage
 from relaymq.client.publisher import Publisher
 from relaymq.client.retry import RetryPolicy
-from relaymq.client.subscription import Subscription
+from relaymq.client.subscription import DEFAULT_ACK_LINGER_MS, Subscription
 from relaymq.client.worker import Handler, Worker
 from relaymq.protocol import frames
 
@@ -180,13 +180,22 @@ class AsyncClient:
     # -- consuming ------------------------------------------------------------------------------
 
     def subscribe(
-        self, subscription: str, *, prefetch: int = 256, batch_messages: int = 100
+        self,
+        subscription: str,
+        *,
+        prefetch: int = 256,
+        batch_messages: int = 100,
+        ack_linger_ms: float = DEFAULT_ACK_LINGER_MS,
     ) -> Subscription:
         """The messages of an existing subscription (a queue's name works too), pushed
         over the WebSocket: ``async for message in client.subscribe("jobs")``.
 
         ``prefetch`` is the most messages the server hands out before they are
-        acked (the credit); ``batch_messages`` the most in one push."""
+        acked (the credit); ``batch_messages`` the most in one push. An ack (nack,
+        term, extend) without ``confirm`` waits up to ``ack_linger_ms`` to share a
+        frame with others, never holding back more than half the prefetch; in a
+        ``key_ordered`` subscription it goes at once (the key's next message waits
+        for it). ``0`` sends each at once."""
         handle = f"{subscription}#{next(self._handles)}"
         return Subscription(
             self.session,
@@ -194,6 +203,7 @@ class AsyncClient:
             handle,
             prefetch=prefetch,
             batch_messages=batch_messages,
+            ack_linger_ms=ack_linger_ms,
         )
 
     def worker(

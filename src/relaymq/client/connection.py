@@ -153,6 +153,8 @@ class Session:
         self._outbox: collections.deque[bytes] = collections.deque()
         self._before_write: list[Callable[[], None]] = []
         self._settles: dict[tuple[str, str, Any], list[str]] = {}
+        self._settle_timer: asyncio.TimerHandle | None = None  # wakes the writer for them
+        self._loop: asyncio.AbstractEventLoop | None = None  # bound in start()
         self._publishes: dict[int, PendingPublish] = {}
         self._requests: dict[int, asyncio.Future[Any]] = {}
         self._subscriptions: dict[str, Subscription] = {}
@@ -177,6 +179,7 @@ class Session:
             if self._supervisor is not None:
                 return
             self.check_usable()
+            self._loop = asyncio.get_running_loop()
             transport = await self._open()
             self._resume(transport)
             self._supervisor = asyncio.create_task(self._supervise(transport), name="relaymq-ws")
@@ -199,6 +202,7 @@ class Session:
             return
         self._closed = True
         transport = self._transport
+        self._cancel_settle_timer()
         if transport is not None:
             self._flush_settles()
             with contextlib.suppress(*TRANSPORT_ERRORS, ConnectionClosed):
@@ -304,6 +308,7 @@ class Session:
         self.generation += 1
         self._outbox.clear()
         self._settles.clear()
+        self._cancel_settle_timer()
         lost = errors.ConnectionLost("the connection to the server was lost")
         for future in self._requests.values():
             if not future.done():
@@ -495,15 +500,50 @@ class Session:
         with contextlib.suppress(errors.RelayError):
             await self.request(frames.Unsubscribe(sub=subscription.handle, seq=self.next_seq()))
 
-    def settle_later(self, handle: str, op: str, receipt: str, option: Any) -> None:
-        """Buffer a receipt; the writer sends the buffered receipts as one frame."""
+    def settle_later(
+        self,
+        handle: str,
+        op: str,
+        receipt: str,
+        option: Any,
+        linger_seconds: float = 0.0,
+        burst: int = 1,
+    ) -> None:
+        """Buffer a receipt; the writer sends the buffered receipts as one frame.
+
+        It sends them once ``burst`` receipts of the same op are buffered, or
+        ``linger_seconds`` after this one at the latest (sooner if it writes
+        anything else first)."""
         key = (handle, op, option)
         receipts = self._settles.get(key)
         if receipts is None:
-            self._settles[key] = [receipt]
+            receipts = self._settles[key] = [receipt]
         else:
             receipts.append(receipt)
+        if linger_seconds <= 0 or len(receipts) >= burst:
+            self._wake_writer()
+        else:
+            self._wake_writer_by(linger_seconds)
+
+    def _wake_writer_by(self, delay_seconds: float) -> None:
+        """Make sure the writer wakes within ``delay_seconds``: one timer serves every
+        lingering receipt (it is moved only to wake the writer sooner)."""
+        assert self._loop is not None
+        timer = self._settle_timer
+        if timer is not None:
+            if timer.when() <= self._loop.time() + delay_seconds:
+                return
+            timer.cancel()
+        self._settle_timer = self._loop.call_later(delay_seconds, self._settle_timer_fired)
+
+    def _settle_timer_fired(self) -> None:
+        self._settle_timer = None
         self._wake_writer()
+
+    def _cancel_settle_timer(self) -> None:
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
 
     async def settle_now(
         self, handle: str, op: str, receipts: list[str], option: Any

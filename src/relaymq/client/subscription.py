@@ -4,7 +4,8 @@ Owns the client side of one ``subscribe``: the credit it asks for (the most
 unacked messages the server may push, i.e. the prefetch), the buffer of
 delivered messages not yet handed to the caller, and the waiting caller. No
 task per message: the session's reader appends to the buffer and wakes the
-one waiting ``__anext__``.
+one waiting ``__anext__``. It also decides how long its receipts may wait to
+share a frame (``ack_linger_ms``), once the server has named its mode.
 
 After a reconnect the buffer is dropped (the server released those messages
 and delivers them again) and the session subscribes again by itself.
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("relaymq.client")
 
+DEFAULT_ACK_LINGER_MS = 1.0
+# Modes in which a withheld ack holds back no other message (within the credit).
+LINGERING_MODES = frozenset({"shared", "ordered"})
+
 
 class Subscription(AsyncIterator[Message]):
     """Messages of one subscription: ``async for message in subscription``.
@@ -40,15 +45,30 @@ class Subscription(AsyncIterator[Message]):
     """
 
     def __init__(
-        self, session: Session, name: str, handle: str, *, prefetch: int, batch_messages: int
+        self,
+        session: Session,
+        name: str,
+        handle: str,
+        *,
+        prefetch: int,
+        batch_messages: int,
+        ack_linger_ms: float = DEFAULT_ACK_LINGER_MS,
     ) -> None:
         if prefetch < 1 or batch_messages < 1:
             raise errors.InvalidArgument("prefetch and batch_messages must be at least 1")
+        if not ack_linger_ms >= 0:
+            raise errors.InvalidArgument("ack_linger_ms must be at least 0")
         self.session = session
         self.name = name
         self.handle = handle
         self.prefetch = prefetch
         self.batch_messages = batch_messages
+        self.ack_linger_ms = ack_linger_ms
+        # How long a receipt may wait for others, and how many may wait: set when the
+        # server names the mode (until then, and for key_ordered, receipts go at once).
+        self.settle_linger_seconds = 0.0
+        self.settle_burst = 1
+        self.credit = prefetch
         self.attached: asyncio.Future[Any] | None = None
         self.failed_receipts = 0
         self._buffer: collections.deque[Message] = collections.deque()
@@ -152,7 +172,14 @@ class Subscription(AsyncIterator[Message]):
 
     def settle_later(self, op: str, message: Message, option: Any) -> None:
         """Queue ``op`` on the message's receipt; sent batched with others."""
-        self.session.settle_later(self.handle, op, message.receipt, option)
+        self.session.settle_later(
+            self.handle,
+            op,
+            message.receipt,
+            option,
+            self.settle_linger_seconds,
+            self.settle_burst,
+        )
 
     async def settle_confirmed(self, op: str, message: Message, option: Any) -> int | None:
         """Apply ``op`` now and wait for the outcome; the new deadline for ``extend``."""
@@ -174,10 +201,11 @@ class Subscription(AsyncIterator[Message]):
 
     def subscribe_frame(self, seq: int, limits: dict[str, int]) -> frames.Subscribe:
         """The ``subscribe`` frame, within the server's announced limits."""
+        self.credit = min(self.prefetch, limits["max_credit"])
         return frames.Subscribe(
             sub=self.handle,
             subscription=self.name,
-            credit=min(self.prefetch, limits["max_credit"]),
+            credit=self.credit,
             batch=min(self.batch_messages, limits["max_fetch_messages"]),
             seq=seq,
         )
@@ -187,9 +215,22 @@ class Subscription(AsyncIterator[Message]):
         if future.cancelled():
             return
         error = future.exception()
-        if error is not None and not isinstance(error, errors.ConnectionLost):
+        if error is None:
+            self._linger_in(future.result().mode)
+        elif not isinstance(error, errors.ConnectionLost):
             assert isinstance(error, errors.RelayError)
             self.failed(error)
+
+    def _linger_in(self, mode: str | None) -> None:
+        """Let receipts wait up to ``ack_linger_ms`` for others, holding back at most
+        half the credit, unless the subscription is ``key_ordered``: there a key's
+        next message waits for the ack, so receipts go at once."""
+        if mode in LINGERING_MODES and self.ack_linger_ms > 0:
+            self.settle_linger_seconds = self.ack_linger_ms / 1000
+            self.settle_burst = max(1, self.credit // 2)
+        else:
+            self.settle_linger_seconds = 0.0
+            self.settle_burst = 1
 
     def delivered(self, items: list[frames.DeliveredMessage], generation: int) -> None:
         """A ``deliver`` frame arrived."""

@@ -22,7 +22,7 @@ from relaymq.client.messages import Message
 from relaymq.client.models import PublishResult, StreamMessage
 from relaymq.client.publisher import Publisher
 from relaymq.client.retry import RetryPolicy
-from relaymq.client.subscription import Subscription
+from relaymq.client.subscription import DEFAULT_ACK_LINGER_MS, Subscription
 from relaymq.client.worker import Worker
 
 Result = TypeVar("Result")
@@ -308,13 +308,22 @@ class Client:
         return SyncPublisher(self.client.publisher(**options), self._runner)
 
     def subscribe(
-        self, subscription: str, *, prefetch: int = 256, batch_messages: int = 100
+        self,
+        subscription: str,
+        *,
+        prefetch: int = 256,
+        batch_messages: int = 100,
+        ack_linger_ms: float = DEFAULT_ACK_LINGER_MS,
     ) -> SyncSubscription:
-        """The messages of a subscription as a plain iterator."""
+        """The messages of a subscription as a plain iterator (options as
+        ``AsyncClient.subscribe``)."""
 
         async def make() -> Subscription:
             return self.client.subscribe(
-                subscription, prefetch=prefetch, batch_messages=batch_messages
+                subscription,
+                prefetch=prefetch,
+                batch_messages=batch_messages,
+                ack_linger_ms=ack_linger_ms,
             )
 
         return SyncSubscription(self._runner.run(make()), self._runner)

@@ -296,11 +296,13 @@ class ReceiptOutcome(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class Result(_Frame, tag="result"):
     """The outcome of a ``subscribe``/``credit``/``unsubscribe`` (empty ``results``)
-    or of an ack-family op (one entry per receipt, in request order)."""
+    or of an ack-family op (one entry per receipt, in request order). A
+    ``subscribe``'s names the subscription's delivery ``mode``."""
 
     results: list[ReceiptOutcome] = []
     seq: int | None = None
     sub: str | None = None
+    mode: str | None = None
 
 
 class Error(_Frame, tag="error"):

@@ -1,0 +1,108 @@
+"""Acks that wait to share a frame (``ack_linger_ms``), against the real server.
+
+An ack without ``confirm`` may wait up to the linger for others, but never
+holds back more than half the prefetch, never waits in a ``key_ordered``
+subscription (the key's next message waits for it), goes out ahead of any
+later frame, and is sent when the client closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import relaymq
+from relaymq import errors
+from tests.client.conftest import TOKEN
+
+LONG_LINGER_MS = 10_000  # far longer than any test waits: an ack sent at all went early
+
+
+async def acked_within(client: relaymq.AsyncClient, queue: str, count: int, seconds: float) -> bool:
+    """Whether the server counts ``count`` acks of ``queue`` within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if (await client.queues.get(queue)).acked >= count:
+            return True
+        await asyncio.sleep(0.02)
+    return (await client.queues.get(queue)).acked >= count
+
+
+async def received(subscription: relaymq.Subscription, count: int) -> list[relaymq.Message]:
+    messages = []
+    for _ in range(count):
+        message = await subscription.receive(timeout_seconds=5)
+        assert message is not None
+        messages.append(message)
+    return messages
+
+
+async def test_an_ack_waits_for_the_linger_then_goes(client: relaymq.AsyncClient) -> None:
+    await client.queues.create("jobs")
+    await client.publish("jobs", b"one")
+    subscription = client.subscribe("jobs", prefetch=10, ack_linger_ms=1_000)
+    [message] = await received(subscription, 1)
+    acked_at = time.monotonic()
+    await message.ack()
+    assert (await client.queues.get("jobs")).acked == 0  # still waiting for company
+    assert await acked_within(client, "jobs", 1, 5)
+    assert time.monotonic() - acked_at >= 0.9
+    await subscription.close()
+
+
+async def test_acks_go_once_half_the_prefetch_waits(client: relaymq.AsyncClient) -> None:
+    await client.queues.create("jobs")
+    for payload in (b"one", b"two", b"three"):
+        await client.publish("jobs", payload)
+    subscription = client.subscribe("jobs", prefetch=4, ack_linger_ms=LONG_LINGER_MS)
+    first, second = await received(subscription, 2)
+    await first.ack()
+    assert not await acked_within(client, "jobs", 1, 0.3)
+    await second.ack()  # two of a credit of four wait: both go now
+    assert await acked_within(client, "jobs", 2, 2)
+    await subscription.close()
+
+
+async def test_a_later_frame_takes_the_waiting_acks_ahead_of_it(
+    client: relaymq.AsyncClient,
+) -> None:
+    await client.queues.create("jobs")
+    await client.publish("jobs", b"one")
+    subscription = client.subscribe("jobs", ack_linger_ms=LONG_LINGER_MS)
+    [message] = await received(subscription, 1)
+    await message.ack()
+    await client.ping()  # answered after the ack ahead of it was applied
+    assert (await client.queues.get("jobs")).acked == 1
+    await subscription.close()
+
+
+async def test_a_key_ordered_ack_goes_at_once(client: relaymq.AsyncClient) -> None:
+    await client.queues.create("orders", mode="key_ordered")
+    await client.publish("orders", b"first", key="customer-1")
+    await client.publish("orders", b"second", key="customer-1")
+    subscription = client.subscribe("orders", ack_linger_ms=LONG_LINGER_MS)
+    [first] = await received(subscription, 1)
+    await first.ack()
+    second = await subscription.receive(timeout_seconds=2)  # held until the ack arrives
+    assert second is not None and second.payload == b"second"
+    await subscription.close()
+
+
+async def test_closing_the_client_sends_the_waiting_acks(
+    server_url: str, namespace: str, client: relaymq.AsyncClient
+) -> None:
+    await client.queues.create("jobs")
+    await client.publish("jobs", b"one")
+    consumer = relaymq.AsyncClient(server_url, namespace=namespace, token=TOKEN)
+    subscription = consumer.subscribe("jobs", ack_linger_ms=LONG_LINGER_MS)
+    [message] = await received(subscription, 1)
+    await message.ack()
+    await consumer.close()
+    assert await acked_within(client, "jobs", 1, 2)
+
+
+def test_a_negative_linger_is_refused(client: relaymq.AsyncClient) -> None:
+    with pytest.raises(errors.InvalidArgument):
+        client.subscribe("jobs", ack_linger_ms=-1)
