@@ -76,6 +76,7 @@ import psutil
 from rich.console import Console
 
 from relaymq.bench.histogram import LatencyRecorder
+from relaymq.bench.host import steal_seconds
 from relaymq.bench.loops import EVENT_LOOPS, default_event_loop, loop_factory
 from relaymq.bench.pacing import PACINGS, Pacer, default_pacing
 from relaymq.bench.payload import HEADER_BYTES, encode_payload
@@ -674,7 +675,7 @@ async def wait_delivered(
 
 def mark(server: BrokerServer) -> Mark:
     """Now, with the CPU seconds of the bench process and of the broker."""
-    return Mark(time.perf_counter(), time.process_time(), server.cpu_seconds())
+    return Mark(time.perf_counter(), time.process_time(), server.cpu_seconds(), steal_seconds())
 
 
 async def run_workload(client: PeerClient, server: BrokerServer, plan: Plan) -> Run:

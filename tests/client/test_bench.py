@@ -18,11 +18,12 @@ from typing import Any
 
 import psutil
 import pytest
+from rich.console import Console
 
 from relaymq.bench.histogram import LatencyRecorder
 from relaymq.bench.loops import default_event_loop, loop_factory
 from relaymq.bench.payload import decode_payload, encode_payload
-from relaymq.bench.report import build_report
+from relaymq.bench.report import build_report, print_measured
 from relaymq.bench.runner import (
     MEMORY_FILESYSTEMS,
     filesystem_of,
@@ -87,6 +88,8 @@ def test_every_workload_delivers_everything_and_reports(
     assert report["server"]["fsync"] == "batch"
     assert report["server"]["peak_rss_bytes"] > 0
     assert report["phases"][0]["server_cpu_percent"] is not None
+    if sys.platform == "linux":
+        assert all(phase["host_steal_percent"] >= 0 for phase in report["phases"])
     assert_schedule_lag(report, paced="--rate" in arguments)
 
 
@@ -150,6 +153,33 @@ def test_a_complete_run_reports_its_throughput() -> None:
     assert report["throughput_withheld"] is None
     assert report["phases"][0]["msgs_per_second"] == 5.0
     assert report["phases"][0]["server_cpu_percent"] == 50.0
+
+
+def test_the_hypervisors_steal_time_is_reported_and_warned_about() -> None:
+    cpus = os.cpu_count() or 1
+    state = fabricated_state([])
+    state.phases[0] = Phase(
+        "publish", 10, 256, Mark(0.0, 0.0, 0.0, 100.0), Mark(2.0, 1.0, 1.0, 100.0 + 0.2 * cpus)
+    )
+    busy = build_report(state, {"spawned": False, "url": "x", "fsync": None}, None)
+    assert busy["phases"][0]["host_steal_percent"] == 10.0
+    state.phases[0] = Phase(
+        "publish", 10, 256, Mark(0.0, 0.0, 0.0, 100.0), Mark(2.0, 1.0, 1.0, 100.0 + 0.01 * cpus)
+    )
+    quiet = build_report(state, {"spawned": False, "url": "x", "fsync": None}, None)
+    assert quiet["phases"][0]["host_steal_percent"] == 0.5
+    assert "hypervisor took 10%" in printed(busy)
+    assert "hypervisor" not in printed(quiet)
+    assert "hypervisor" not in printed(
+        build_report(fabricated_state([]), {"spawned": False, "url": "x", "fsync": None}, None)
+    )
+
+
+def printed(report: dict[str, Any]) -> str:
+    """What ``print_measured`` shows of ``report``, as plain text."""
+    console = Console(record=True, width=200)
+    print_measured(report, console)
+    return console.export_text()
 
 
 # -- the clients' event loop, the store's filesystem -----------------------------------------

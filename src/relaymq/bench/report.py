@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from relaymq import __version__
+from relaymq.bench.host import STEAL_WARNING_PERCENT
 from relaymq.bench.runner import MEMORY_FILESYSTEMS
 from relaymq.bench.verify import Verdict, verdict
 from relaymq.bench.workloads import Phase, RunState
@@ -80,7 +81,15 @@ def phase_figures(phase: Phase, withheld: bool) -> dict[str, Any]:
         else round(phase.messages * phase.message_bytes / seconds / MEGABYTE, 3),
         "server_cpu_percent": None if server_cpu is None else round(100 * server_cpu / seconds, 1),
         "client_cpu_percent": round(100 * phase.client_cpu_seconds / seconds, 1),
+        "host_steal_percent": share_of_machine(phase.steal_seconds, seconds),
     }
+
+
+def share_of_machine(cpu_seconds: float | None, seconds: float) -> float | None:
+    """``cpu_seconds`` as a percentage of all the machine's CPUs for ``seconds``."""
+    if cpu_seconds is None:
+        return None
+    return round(100 * cpu_seconds / (seconds * (os.cpu_count() or 1)), 1)
 
 
 def build_report(
@@ -119,6 +128,7 @@ def print_measured(report: dict[str, Any], console: Console) -> None:
     data was in memory, the phases' throughput, the latency and the schedule lag."""
     print_memory_warning(report["server"], console)
     console.print(phase_table(report))
+    print_steal_warning(report["phases"], console)
     if report["latency_ms"] is not None:
         console.print(latency_table(report["latency_ms"]))
     if report["schedule_lag_ms"] is not None:
@@ -131,6 +141,17 @@ def print_memory_warning(server: dict[str, Any], console: Console) -> None:
         console.print(
             f"[bold yellow]the store is on {server['data_filesystem']} (memory): its fsyncs "
             "cost nothing and make nothing durable; use --data-dir for a disk[/bold yellow]"
+        )
+
+
+def print_steal_warning(phases: list[dict[str, Any]], console: Console) -> None:
+    """Warn when the hypervisor took much of the machine's CPU time during a phase."""
+    worst = max((phase.get("host_steal_percent") or 0.0 for phase in phases), default=0.0)
+    if worst >= STEAL_WARNING_PERCENT:
+        console.print(
+            f"[bold yellow]the hypervisor took {worst:.0f}% of this machine's CPU time "
+            "during the run (steal time): the host was busy, and these figures show its "
+            "load as well as RelayMQ's[/bold yellow]"
         )
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from relaymq import errors
 from relaymq.bench.fsync import FsyncProbe, FsyncWindow
 from relaymq.bench.histogram import LatencyRecorder
+from relaymq.bench.host import steal_seconds
 from relaymq.bench.pacing import default_pacing
 from relaymq.bench.server_stats import ServerStats
 from relaymq.bench.transports import (
@@ -83,11 +84,13 @@ class BenchPlan:
 
 @dataclass(frozen=True)
 class Mark:
-    """A moment of a run: wall clock and CPU seconds of the bench and the server."""
+    """A moment of a run: wall clock and CPU seconds of the bench and the server, and
+    the CPU seconds the hypervisor took from the machine (``None``: unknown)."""
 
     wall_seconds: float
     client_cpu_seconds: float
     server_cpu_seconds: float | None
+    steal_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,13 @@ class Phase:
         if self.start.server_cpu_seconds is None or self.end.server_cpu_seconds is None:
             return None
         return self.end.server_cpu_seconds - self.start.server_cpu_seconds
+
+    @property
+    def steal_seconds(self) -> float | None:
+        """CPU seconds the hypervisor took from the machine in the phase (``None``: unknown)."""
+        if self.start.steal_seconds is None or self.end.steal_seconds is None:
+            return None
+        return self.end.steal_seconds - self.start.steal_seconds
 
     @property
     def client_cpu_seconds(self) -> float:
@@ -364,7 +374,7 @@ class Workload:
     async def mark(self) -> Mark:
         """Now, with the CPU seconds of both sides."""
         sample = await self.stats.sample()
-        return Mark(time.perf_counter(), time.process_time(), sample.cpu_seconds)
+        return Mark(time.perf_counter(), time.process_time(), sample.cpu_seconds, steal_seconds())
 
     async def open_fsync_window(self) -> None:
         """Read the server's fsync histogram as a phase is about to start."""
