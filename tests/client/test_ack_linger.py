@@ -3,7 +3,8 @@
 An ack without ``confirm`` may wait up to the linger for others, but never
 holds back more than half the prefetch, never waits in a ``key_ordered``
 subscription (the key's next message waits for it), goes out ahead of any
-later frame, and is sent when the client closes.
+later frame, keeps its order among nacks and acks, and is sent when the
+client closes.
 """
 
 from __future__ import annotations
@@ -65,6 +66,18 @@ async def test_acks_go_once_half_the_prefetch_waits(client: relaymq.AsyncClient)
     await subscription.close()
 
 
+async def test_every_op_counts_toward_half_the_prefetch(client: relaymq.AsyncClient) -> None:
+    await client.queues.create("jobs")
+    for payload in (b"one", b"two", b"three"):
+        await client.publish("jobs", payload)
+    subscription = client.subscribe("jobs", prefetch=4, ack_linger_ms=LONG_LINGER_MS)
+    first, second = await received(subscription, 2)
+    await first.ack()
+    await second.nack(delay_ms=0, error="not now")  # two of a credit of four wait: both go
+    assert await acked_within(client, "jobs", 1, 2)
+    await subscription.close()
+
+
 async def test_a_later_frame_takes_the_waiting_acks_ahead_of_it(
     client: relaymq.AsyncClient,
 ) -> None:
@@ -78,6 +91,24 @@ async def test_a_later_frame_takes_the_waiting_acks_ahead_of_it(
     await subscription.close()
 
 
+async def test_waiting_receipts_keep_the_order_they_were_settled_in(
+    client: relaymq.AsyncClient,
+) -> None:
+    await client.streams.create("ledger", subjects=["ledger.>"])
+    await client.subscriptions.create("books", "ledger", mode="ordered")
+    for index in range(3):
+        await client.publish("ledger.entry", str(index))
+    subscription = client.subscribe("books", prefetch=10, ack_linger_ms=LONG_LINGER_MS)
+    first, second, third = await received(subscription, 3)
+    await first.ack()
+    await second.nack(delay_ms=0)
+    await third.ack()  # sent after the nack: it cannot commit the nacked message
+    await client.ping()
+    again = await subscription.receive(timeout_seconds=5)
+    assert again is not None and again.offset == second.offset
+    await subscription.close()
+
+
 async def test_a_key_ordered_ack_goes_at_once(client: relaymq.AsyncClient) -> None:
     await client.queues.create("orders", mode="key_ordered")
     await client.publish("orders", b"first", key="customer-1")
@@ -85,7 +116,7 @@ async def test_a_key_ordered_ack_goes_at_once(client: relaymq.AsyncClient) -> No
     subscription = client.subscribe("orders", ack_linger_ms=LONG_LINGER_MS)
     [first] = await received(subscription, 1)
     await first.ack()
-    second = await subscription.receive(timeout_seconds=2)  # held until the ack arrives
+    second = await subscription.receive(timeout_seconds=5)  # held until the ack arrives
     assert second is not None and second.payload == b"second"
     await subscription.close()
 

@@ -214,6 +214,37 @@ async def test_credit_is_the_most_unacked_messages(client: Client, api: Api) -> 
     assert await client.quiet(0.5) == [{"op": "result", "seq": 2, "sub": "s1"}]
 
 
+async def test_a_cumulative_ack_frees_the_credit_of_every_message_it_commits(
+    client: Client, api: Api
+) -> None:
+    create_stream(api, "ledger")
+    create_subscription(api, "books", "ledger", mode="ordered")
+    messages = [{"subject": "ledger.a", "payload": str(index)} for index in range(10)]
+    await client.send({"op": "publish", "seq": 1, "messages": messages})
+    await client.next("confirm")
+    await client.send({"op": "subscribe", "sub": "s1", "subscription": "books", "credit": 5})
+    first = await client.messages("s1", 5)
+    await client.send({"op": "ack", "sub": "s1", "receipts": [first[-1]["receipt"]]})
+    rest = await client.messages("s1", 5)  # the ack of offset 4 committed 0..4
+    assert [message["offset"] for message in rest] == [5, 6, 7, 8, 9]
+
+
+async def test_an_ordered_nack_frees_the_credit_of_every_message_it_rewinds(
+    client: Client, api: Api
+) -> None:
+    create_stream(api, "ledger")
+    create_subscription(api, "books", "ledger", mode="ordered")
+    messages = [{"subject": "ledger.a", "payload": str(index)} for index in range(3)]
+    await client.send({"op": "publish", "seq": 1, "messages": messages})
+    await client.next("confirm")
+    await client.send({"op": "subscribe", "sub": "s1", "subscription": "books", "credit": 3})
+    first = await client.messages("s1", 3)
+    nack = {"op": "nack", "sub": "s1", "receipts": [first[0]["receipt"]], "delay_ms": 0}
+    await client.send(nack)
+    again = await client.messages("s1", 3)  # the partition rewound: all three come again
+    assert [message["offset"] for message in again] == [0, 1, 2]
+
+
 async def test_an_expired_lease_frees_its_credit(client: Client, api: Api) -> None:
     create_stream(api, "orders")
     create_subscription(api, "work", "orders", ack_timeout_ms=1_000)

@@ -46,6 +46,7 @@ from relaymq.api.metrics import OpenConnections, open_connections
 from relaymq.api.websocket_protocol import RECEIVE_NOW_EXTENSION, WRITE_NOW_EXTENSION
 from relaymq.auth.policy import Action, can_see, enforce
 from relaymq.auth.principal import Principal, Resource, ResourceKind
+from relaymq.core.cursor import DeliveryMode, parse_receipt
 from relaymq.protocol import frames
 
 if TYPE_CHECKING:
@@ -236,8 +237,15 @@ class Subscriber:
     message takes one unit until it is acked, nacked or termed, or its lease
     runs out; the ``credit`` op raises the limit."""
 
-    def __init__(self, connection: Connection, frame: frames.Subscribe, encoding: Encoding) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        frame: frames.Subscribe,
+        encoding: Encoding,
+        ordered: bool = False,
+    ) -> None:
         self.connection = connection
+        self.ordered = ordered  # the subscription's mode is ordered: acks are cumulative
         self.handle = frame.sub
         self.subscription = frame.subscription
         self.consumer_id = f"ws-{connection.connection_id}-{frame.sub}"
@@ -303,7 +311,27 @@ class Subscriber:
             return
         for receipt in frame.receipts:
             self.in_flight.pop(receipt, None)
+        if self.ordered and not isinstance(frame, frames.Term):
+            self.forget_ended_in_order(isinstance(frame, frames.Nack), outcomes)
         self.changed.set()
+
+    def forget_ended_in_order(self, rewound: bool, outcomes: list[frames.ReceiptOutcome]) -> None:
+        """Ordered mode: an ack ends every earlier lease of its partition (it is
+        cumulative) and a nack every lease of it (the partition rewinds). Forget
+        those leases too, or their credit would come back only as they run out."""
+        through: dict[int, int] = {}  # partition -> the highest offset settled
+        for outcome in outcomes:
+            if outcome.ok:
+                partition, offset, _ = parse_receipt(outcome.receipt)
+                through[partition] = max(offset, through.get(partition, -1))
+        if not through:
+            return
+        in_flight = self.in_flight
+        for receipt in list(in_flight):
+            partition, offset, _ = parse_receipt(receipt)
+            highest = through.get(partition)
+            if highest is not None and (rewound or offset <= highest):
+                del in_flight[receipt]
 
     async def push_forever(self) -> None:
         """Fetch and deliver until stopped; a broker error ends the subscription."""
@@ -762,7 +790,8 @@ class Connection:
         resource = Resource(ResourceKind.SUBSCRIPTION, frame.subscription)
         enforce(self.principal, Action.CONSUME, self.namespace, resource)
         info = self.broker.subscription_info(self.namespace, frame.subscription)  # exists?
-        subscriber = Subscriber(self, frame, self.pinned_encoding or encoding)
+        ordered = info.config.mode == DeliveryMode.ORDERED
+        subscriber = Subscriber(self, frame, self.pinned_encoding or encoding, ordered)
         self.subscribers[frame.sub] = subscriber
         if frame.seq is not None:  # queued before the first deliver can be
             result = frames.Result(seq=frame.seq, sub=frame.sub, mode=info.config.mode)

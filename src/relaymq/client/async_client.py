@@ -214,12 +214,16 @@ class AsyncClient:
         concurrency: int = 8,
         prefetch: int | None = None,
         extend_leases: bool = True,
+        ack_linger_ms: float = DEFAULT_ACK_LINGER_MS,
     ) -> Worker:
         """A :class:`~relaymq.client.worker.Worker` running ``handler`` (an async
         function of a message) on ``concurrency`` messages at a time; start it with
-        ``await worker.run()``, end it with ``worker.stop()``."""
+        ``await worker.run()``, end it with ``worker.stop()``. ``prefetch`` and
+        ``ack_linger_ms`` (see :meth:`subscribe`) apply to a subscription given by name."""
         if isinstance(subscription, str):
-            subscription = self.subscribe(subscription, prefetch=prefetch or 2 * concurrency)
+            subscription = self.subscribe(
+                subscription, prefetch=prefetch or 2 * concurrency, ack_linger_ms=ack_linger_ms
+            )
         return Worker(subscription, handler, concurrency=concurrency, extend_leases=extend_leases)
 
     async def work(
@@ -229,10 +233,17 @@ class AsyncClient:
         *,
         concurrency: int = 8,
         prefetch: int | None = None,
+        ack_linger_ms: float = DEFAULT_ACK_LINGER_MS,
     ) -> None:
         """Run ``handler`` on every message until cancelled: ack on return, nack with
         the subscription's backoff on an exception, lease extended while it runs."""
-        worker = self.worker(subscription, handler, concurrency=concurrency, prefetch=prefetch)
+        worker = self.worker(
+            subscription,
+            handler,
+            concurrency=concurrency,
+            prefetch=prefetch,
+            ack_linger_ms=ack_linger_ms,
+        )
         await worker.run()
 
     def replay(

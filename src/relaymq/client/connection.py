@@ -39,6 +39,7 @@ from relaymq import errors
 from relaymq.client.errors import TRANSPORT_ERRORS, error_from_body, translate
 from relaymq.client.http import segment
 from relaymq.client.retry import RetryPolicy
+from relaymq.client.settles import PendingSettles
 from relaymq.client.transport import Message, WebSocketTransport
 from relaymq.protocol import frames
 
@@ -152,7 +153,7 @@ class Session:
         self._writer_waiter: asyncio.Future[None] | None = None  # set while the writer idles
         self._outbox: collections.deque[bytes] = collections.deque()
         self._before_write: list[Callable[[], None]] = []
-        self._settles: dict[tuple[str, str, Any], list[str]] = {}
+        self._settles = PendingSettles()
         self._settle_timer: asyncio.TimerHandle | None = None  # wakes the writer for them
         self._loop: asyncio.AbstractEventLoop | None = None  # bound in start()
         self._publishes: dict[int, PendingPublish] = {}
@@ -435,14 +436,18 @@ class Session:
             self._wake_writer()
 
     def _flush_settles(self) -> None:
-        """Turn the buffered receipts into frames, one per subscription and op."""
+        """Turn the buffered receipts into frames: one per run of one op, in the
+        order they were settled."""
         if not self._settles:
             return
-        settles, self._settles = self._settles, {}
-        for (handle, op, option), receipts in settles.items():
-            for start in range(0, len(receipts), MAX_RECEIPTS_PER_FRAME):
-                chunk = receipts[start : start + MAX_RECEIPTS_PER_FRAME]
-                self._outbox.append(frames.encode_binary(settle_frame(op, handle, chunk, option)))
+        settles, self._settles = self._settles, PendingSettles()
+        self._cancel_settle_timer()  # the next receipt may wait a whole linger again
+        for handle, pending in settles.items():
+            for op, option, receipts in pending.runs:
+                for start in range(0, len(receipts), MAX_RECEIPTS_PER_FRAME):
+                    chunk = receipts[start : start + MAX_RECEIPTS_PER_FRAME]
+                    frame = settle_frame(op, handle, chunk, option)
+                    self._outbox.append(frames.encode_binary(frame))
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -509,18 +514,14 @@ class Session:
         linger_seconds: float = 0.0,
         burst: int = 1,
     ) -> None:
-        """Buffer a receipt; the writer sends the buffered receipts as one frame.
+        """Buffer a receipt; the writer sends the buffered receipts in the order
+        they were settled, as few frames as that allows.
 
-        It sends them once ``burst`` receipts of the same op are buffered, or
+        It sends them once ``burst`` receipts of the subscription wait, or
         ``linger_seconds`` after this one at the latest (sooner if it writes
         anything else first)."""
-        key = (handle, op, option)
-        receipts = self._settles.get(key)
-        if receipts is None:
-            receipts = self._settles[key] = [receipt]
-        else:
-            receipts.append(receipt)
-        if linger_seconds <= 0 or len(receipts) >= burst:
+        waiting = self._settles.add(handle, op, option, receipt)
+        if linger_seconds <= 0 or waiting >= burst:
             self._wake_writer()
         else:
             self._wake_writer_by(linger_seconds)

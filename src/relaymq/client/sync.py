@@ -335,8 +335,10 @@ class Client:
         *,
         concurrency: int = 8,
         prefetch: int | None = None,
+        ack_linger_ms: float = DEFAULT_ACK_LINGER_MS,
     ) -> SyncWorker:
-        """A worker running ``handler`` (a plain function) in ``concurrency`` threads."""
+        """A worker running ``handler`` (a plain function) in ``concurrency`` threads
+        (options as ``AsyncClient.worker``)."""
         pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="relaymq")
         runner = self._runner
 
@@ -346,7 +348,11 @@ class Client:
 
         async def make() -> Worker:
             return self.client.worker(
-                subscription, run_in_thread, concurrency=concurrency, prefetch=prefetch
+                subscription,
+                run_in_thread,
+                concurrency=concurrency,
+                prefetch=prefetch,
+                ack_linger_ms=ack_linger_ms,
             )
 
         return SyncWorker(self._runner.run(make()), self._runner)
@@ -358,9 +364,17 @@ class Client:
         *,
         concurrency: int = 8,
         prefetch: int | None = None,
+        ack_linger_ms: float = DEFAULT_ACK_LINGER_MS,
     ) -> None:
         """Run ``handler`` on every message until Ctrl-C (ack on return, nack on raise)."""
-        self.worker(subscription, handler, concurrency=concurrency, prefetch=prefetch).run()
+        worker = self.worker(
+            subscription,
+            handler,
+            concurrency=concurrency,
+            prefetch=prefetch,
+            ack_linger_ms=ack_linger_ms,
+        )
+        worker.run()
 
     def replay(self, stream: str, **options: Any) -> Iterator[StreamMessage]:
         """Read a stream again from an offset or a time (options as ``AsyncClient.replay``)."""
