@@ -1,10 +1,10 @@
 """Acks that wait to share a frame (``ack_linger_ms``), against the real server.
 
 An ack without ``confirm`` may wait up to the linger for others, but never
-holds back more than half the prefetch, never waits in a ``key_ordered``
-subscription (the key's next message waits for it), goes out ahead of any
-later frame, keeps its order among nacks and acks, and is sent when the
-client closes.
+holds back more than half the prefetch, does not wait at all while acks come
+in numbers, never waits in a ``key_ordered`` subscription (the key's next
+message waits for it), goes out ahead of any later frame, keeps its order
+among nacks and acks, and is sent when the client closes.
 """
 
 from __future__ import annotations
@@ -75,6 +75,21 @@ async def test_every_op_counts_toward_half_the_prefetch(client: relaymq.AsyncCli
     await first.ack()
     await second.nack(delay_ms=0, error="not now")  # two of a credit of four wait: both go
     assert await acked_within(client, "jobs", 1, 2)
+    await subscription.close()
+
+
+async def test_acks_do_not_wait_while_they_come_in_numbers(client: relaymq.AsyncClient) -> None:
+    await client.queues.create("jobs")
+    async with client.publisher(linger_ms=1) as publisher:
+        for index in range(41):
+            await publisher.publish("jobs", str(index).encode())
+    subscription = client.subscribe("jobs", prefetch=200, ack_linger_ms=LONG_LINGER_MS)
+    for message in await received(subscription, 40):
+        await message.ack()
+    await client.ping()  # forty receipts in one frame: a high rate
+    [last] = await received(subscription, 1)
+    await last.ack()  # so this one goes at once
+    assert await acked_within(client, "jobs", 41, 2)
     await subscription.close()
 
 

@@ -39,7 +39,7 @@ from relaymq import errors
 from relaymq.client.errors import TRANSPORT_ERRORS, error_from_body, translate
 from relaymq.client.http import segment
 from relaymq.client.retry import RetryPolicy
-from relaymq.client.settles import PendingSettles
+from relaymq.client.settles import SettleRuns
 from relaymq.client.transport import Message, WebSocketTransport
 from relaymq.protocol import frames
 
@@ -56,6 +56,7 @@ DEFAULT_LIMITS = {
     "max_fetch_messages": 1_000,
 }
 MAX_RECEIPTS_PER_FRAME = 1_000
+SPARSE_SETTLES = 32
 PING_FRAME = frames.encode_binary(frames.Ping())
 PERMANENT_ERRORS = (
     errors.NotFound,
@@ -153,8 +154,12 @@ class Session:
         self._writer_waiter: asyncio.Future[None] | None = None  # set while the writer idles
         self._outbox: collections.deque[bytes] = collections.deque()
         self._before_write: list[Callable[[], None]] = []
-        self._settles = PendingSettles()
+        self._settles: dict[str, SettleRuns] = {}  # by subscription handle
         self._settle_timer: asyncio.TimerHandle | None = None  # wakes the writer for them
+        self._settle_timer_linger = 0.0  # the linger it was armed with
+        # Whether the last settle frames were small: only then is waiting worth it (when
+        # acks come in hundreds per loop turn, they share frames without any wait).
+        self._settles_sparse = True
         self._loop: asyncio.AbstractEventLoop | None = None  # bound in start()
         self._publishes: dict[int, PendingPublish] = {}
         self._requests: dict[int, asyncio.Future[Any]] = {}
@@ -440,8 +445,9 @@ class Session:
         order they were settled."""
         if not self._settles:
             return
-        settles, self._settles = self._settles, PendingSettles()
+        settles, self._settles = self._settles, {}
         self._cancel_settle_timer()  # the next receipt may wait a whole linger again
+        self._settles_sparse = sum(runs.count for runs in settles.values()) < SPARSE_SETTLES
         for handle, pending in settles.items():
             for op, option, receipts in pending.runs:
                 for start in range(0, len(receipts), MAX_RECEIPTS_PER_FRAME):
@@ -519,16 +525,23 @@ class Session:
 
         It sends them once ``burst`` receipts of the subscription wait, or
         ``linger_seconds`` after this one at the latest (sooner if it writes
-        anything else first)."""
-        waiting = self._settles.add(handle, op, option, receipt)
-        if linger_seconds <= 0 or waiting >= burst:
+        anything else first). The linger applies only while settles are sparse
+        (the last flush carried fewer than ``SPARSE_SETTLES``): at a high rate
+        the receipts of one loop turn fill a frame by themselves, and a wait
+        would only hold back the server's credit."""
+        runs = self._settles.get(handle)
+        if runs is None:
+            runs = self._settles[handle] = SettleRuns()
+        waiting = runs.add(op, option, receipt)
+        if linger_seconds <= 0 or waiting >= burst or not self._settles_sparse:
             self._wake_writer()
-        else:
+        elif self._settle_timer is None or linger_seconds < self._settle_timer_linger:
+            # A timer armed earlier with a linger no longer than this one fires in time.
             self._wake_writer_by(linger_seconds)
 
     def _wake_writer_by(self, delay_seconds: float) -> None:
-        """Make sure the writer wakes within ``delay_seconds``: one timer serves every
-        lingering receipt (it is moved only to wake the writer sooner)."""
+        """Make sure the writer wakes within ``delay_seconds`` (one timer serves every
+        lingering receipt; it is moved only to wake the writer sooner)."""
         assert self._loop is not None
         timer = self._settle_timer
         if timer is not None:
@@ -536,6 +549,7 @@ class Session:
                 return
             timer.cancel()
         self._settle_timer = self._loop.call_later(delay_seconds, self._settle_timer_fired)
+        self._settle_timer_linger = delay_seconds
 
     def _settle_timer_fired(self) -> None:
         self._settle_timer = None

@@ -1,10 +1,10 @@
 """Receipts settled without ``confirm`` and not sent yet.
 
-Owns :class:`PendingSettles`: per subscription, the receipts in the order they
-were settled, as runs of one op (and option) each, so that the frames made of
-them keep that order. Grouping all acks of a subscription into one frame would
-let a later ack overtake an earlier nack: in ``ordered`` mode an ack is
-cumulative, and it would commit the nacked message before the nack rewinds it.
+Owns :class:`SettleRuns`: one subscription's receipts in the order they were
+settled, as runs of one op (and option) each, so that the frames made of them
+keep that order. Grouping all acks of a subscription into one frame would let a
+later ack overtake an earlier nack: in ``ordered`` mode an ack is cumulative,
+and it would commit the nacked message before the nack rewinds it.
 """
 
 from __future__ import annotations
@@ -24,24 +24,12 @@ class SettleRuns:
     def add(self, op: str, option: Any, receipt: str) -> int:
         """Append a receipt (to the last run if it has the same op and option);
         how many receipts of the subscription now wait."""
+        self.count += 1
         runs = self.runs
         if runs:
             last_op, last_option, receipts = runs[-1]
             if last_op == op and last_option == option:
                 receipts.append(receipt)
-                self.count += 1
                 return self.count
         runs.append((op, option, [receipt]))
-        self.count += 1
         return self.count
-
-
-class PendingSettles(dict[str, SettleRuns]):
-    """Every subscription's waiting receipts, by handle."""
-
-    def add(self, handle: str, op: str, option: Any, receipt: str) -> int:
-        """Buffer a receipt; how many receipts of ``handle`` now wait."""
-        runs = self.get(handle)
-        if runs is None:
-            runs = self[handle] = SettleRuns()
-        return runs.add(op, option, receipt)
