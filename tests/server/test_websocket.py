@@ -214,16 +214,23 @@ async def test_credit_is_the_most_unacked_messages(client: Client, api: Api) -> 
     assert await client.quiet(0.5) == [{"op": "result", "seq": 2, "sub": "s1"}]
 
 
+async def ordered_deliveries(client: Client, api: Api, count: int) -> list[dict[str, Any]]:
+    """``count`` messages published to an ``ordered`` subscription with a credit of 5
+    (at most), and the first deliveries: as many as the credit allows."""
+    create_stream(api, "ledger")
+    create_subscription(api, "books", "ledger", mode="ordered")
+    messages = [{"subject": "ledger.a", "payload": str(index)} for index in range(count)]
+    await client.send({"op": "publish", "seq": 1, "messages": messages})
+    await client.next("confirm")
+    credit = min(count, 5)
+    await client.send({"op": "subscribe", "sub": "s1", "subscription": "books", "credit": credit})
+    return await client.messages("s1", credit)
+
+
 async def test_a_cumulative_ack_frees_the_credit_of_every_message_it_commits(
     client: Client, api: Api
 ) -> None:
-    create_stream(api, "ledger")
-    create_subscription(api, "books", "ledger", mode="ordered")
-    messages = [{"subject": "ledger.a", "payload": str(index)} for index in range(10)]
-    await client.send({"op": "publish", "seq": 1, "messages": messages})
-    await client.next("confirm")
-    await client.send({"op": "subscribe", "sub": "s1", "subscription": "books", "credit": 5})
-    first = await client.messages("s1", 5)
+    first = await ordered_deliveries(client, api, 10)
     await client.send({"op": "ack", "sub": "s1", "receipts": [first[-1]["receipt"]]})
     rest = await client.messages("s1", 5)  # the ack of offset 4 committed 0..4
     assert [message["offset"] for message in rest] == [5, 6, 7, 8, 9]
@@ -232,13 +239,7 @@ async def test_a_cumulative_ack_frees_the_credit_of_every_message_it_commits(
 async def test_an_ordered_nack_frees_the_credit_of_every_message_it_rewinds(
     client: Client, api: Api
 ) -> None:
-    create_stream(api, "ledger")
-    create_subscription(api, "books", "ledger", mode="ordered")
-    messages = [{"subject": "ledger.a", "payload": str(index)} for index in range(3)]
-    await client.send({"op": "publish", "seq": 1, "messages": messages})
-    await client.next("confirm")
-    await client.send({"op": "subscribe", "sub": "s1", "subscription": "books", "credit": 3})
-    first = await client.messages("s1", 3)
+    first = await ordered_deliveries(client, api, 3)
     nack = {"op": "nack", "sub": "s1", "receipts": [first[0]["receipt"]], "delay_ms": 0}
     await client.send(nack)
     again = await client.messages("s1", 3)  # the partition rewound: all three come again
