@@ -10,6 +10,7 @@ among nacks and acks, and is sent when the client closes.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import pytest
@@ -144,6 +145,9 @@ async def test_closing_the_client_sends_the_waiting_acks(
     assert await acked_within(client, "jobs", 1, 2)
 
 
-def test_a_negative_linger_is_refused(client: relaymq.AsyncClient) -> None:
+@pytest.mark.parametrize("linger_ms", [-1, math.inf, math.nan])
+def test_a_linger_below_zero_or_without_end_is_refused(
+    client: relaymq.AsyncClient, linger_ms: float
+) -> None:
     with pytest.raises(errors.InvalidArgument):
-        client.subscribe("jobs", ack_linger_ms=-1)
+        client.subscribe("jobs", ack_linger_ms=linger_ms)

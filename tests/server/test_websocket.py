@@ -231,9 +231,31 @@ async def test_a_cumulative_ack_frees_the_credit_of_every_message_it_commits(
     client: Client, api: Api
 ) -> None:
     first = await ordered_deliveries(client, api, 10)
-    await client.send({"op": "ack", "sub": "s1", "receipts": [first[-1]["receipt"]]})
-    rest = await client.messages("s1", 5)  # the ack of offset 4 committed 0..4
-    assert [message["offset"] for message in rest] == [5, 6, 7, 8, 9]
+    await client.send({"op": "ack", "sub": "s1", "receipts": [first[2]["receipt"]]})
+    more = await client.messages("s1", 3)  # the ack of offset 2 committed 0..2, not 3 and 4
+    assert [message["offset"] for message in more] == [5, 6, 7]
+    assert await client.quiet(0.5) == []
+    await client.send({"op": "ack", "sub": "s1", "receipts": [more[-1]["receipt"]]})
+    rest = await client.messages("s1", 2)
+    assert [message["offset"] for message in rest] == [8, 9]
+
+
+async def test_an_expired_ordered_lease_frees_the_credit_of_its_partition(
+    client: Client, api: Api
+) -> None:
+    create_stream(api, "ledger")
+    create_subscription(api, "books", "ledger", mode="ordered", ack_timeout_ms=1_000)
+    messages = [{"subject": "ledger.a", "payload": str(index)} for index in range(2)]
+    await client.send({"op": "publish", "seq": 1, "messages": messages})
+    await client.next("confirm")
+    await client.send({"op": "subscribe", "sub": "s1", "subscription": "books", "credit": 2})
+    _, second = await client.messages("s1", 2)
+    extend = {"op": "extend", "sub": "s1", "receipts": [second["receipt"]], "extend_ms": 60_000}
+    await client.send(extend)
+    # The first lease runs out and rewinds the partition, the extended one with it: both
+    # units of credit come back, and both messages come again.
+    again = await client.messages("s1", 2)
+    assert [message["offset"] for message in again] == [0, 1]
 
 
 async def test_an_ordered_nack_frees_the_credit_of_every_message_it_rewinds(

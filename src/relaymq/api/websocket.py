@@ -43,6 +43,7 @@ from relaymq import errors
 from relaymq.api.http.auth import authenticate_websocket, origin_allowed, security_of
 from relaymq.api.http.errors import error_response
 from relaymq.api.metrics import OpenConnections, open_connections
+from relaymq.api.ordered_leases import OrderedLeases
 from relaymq.api.websocket_protocol import RECEIVE_NOW_EXTENSION, WRITE_NOW_EXTENSION
 from relaymq.auth.policy import Action, can_see, enforce
 from relaymq.auth.principal import Principal, Resource, ResourceKind
@@ -245,7 +246,8 @@ class Subscriber:
         ordered: bool = False,
     ) -> None:
         self.connection = connection
-        self.ordered = ordered  # the subscription's mode is ordered: acks are cumulative
+        # Ordered mode: acks are cumulative and failures rewind, which end more leases.
+        self.ordered_leases = OrderedLeases() if ordered else None
         self.handle = frame.sub
         self.subscription = frame.subscription
         self.consumer_id = f"ws-{connection.connection_id}-{frame.sub}"
@@ -289,6 +291,10 @@ class Subscriber:
         expired = [receipt for receipt, deadline in in_flight.items() if deadline < current_ms]
         for receipt in expired:
             del in_flight[receipt]
+        if self.ordered_leases is not None:  # an expired lease rewinds its partition
+            for partition in {parse_receipt(receipt)[0] for receipt in expired}:
+                for receipt in self.ordered_leases.rewound(partition):
+                    in_flight.pop(receipt, None)
         self.first_deadline_ms = min(in_flight.values(), default=None)
 
     def note_deadline(self, deadline_ms: int) -> None:
@@ -311,7 +317,7 @@ class Subscriber:
             return
         for receipt in frame.receipts:
             self.in_flight.pop(receipt, None)
-        if self.ordered and not isinstance(frame, frames.Term):
+        if self.ordered_leases is not None and not isinstance(frame, frames.Term):
             self.forget_ended_in_order(isinstance(frame, frames.Nack), outcomes)
         self.changed.set()
 
@@ -319,19 +325,19 @@ class Subscriber:
         """Ordered mode: an ack ends every earlier lease of its partition (it is
         cumulative) and a nack every lease of it (the partition rewinds). Forget
         those leases too, or their credit would come back only as they run out."""
+        assert self.ordered_leases is not None
         through: dict[int, int] = {}  # partition -> the highest offset settled
         for outcome in outcomes:
             if outcome.ok:
                 partition, offset, _ = parse_receipt(outcome.receipt)
                 through[partition] = max(offset, through.get(partition, -1))
-        if not through:
-            return
-        in_flight = self.in_flight
-        for receipt in list(in_flight):
-            partition, offset, _ = parse_receipt(receipt)
-            highest = through.get(partition)
-            if highest is not None and (rewound or offset <= highest):
-                del in_flight[receipt]
+        for partition, highest in through.items():
+            if rewound:
+                ended = self.ordered_leases.rewound(partition)
+            else:
+                ended = self.ordered_leases.acked_through(partition, highest)
+            for receipt in ended:
+                self.in_flight.pop(receipt, None)
 
     async def push_forever(self) -> None:
         """Fetch and deliver until stopped; a broker error ends the subscription."""
@@ -359,6 +365,8 @@ class Subscriber:
         if deliveries:
             for delivery in deliveries:
                 self.in_flight[delivery.receipt] = delivery.deadline_ms
+            if self.ordered_leases is not None:
+                self.ordered_leases.delivered(deliveries)
             self.note_deadline(min(delivery.deadline_ms for delivery in deliveries))
             frame = frames.deliver_frame(self.handle, deliveries, self.encoding)
             await self.connection.outbox.put(frame, self.encoding)

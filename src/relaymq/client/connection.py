@@ -160,6 +160,7 @@ class Session:
         # Whether the last settle frames were small: only then is waiting worth it (when
         # acks come in hundreds per loop turn, they share frames without any wait).
         self._settles_sparse = True
+        self._settles_burst = False  # a subscription's burst filled since the last flush
         self._loop: asyncio.AbstractEventLoop | None = None  # bound in start()
         self._publishes: dict[int, PendingPublish] = {}
         self._requests: dict[int, asyncio.Future[Any]] = {}
@@ -447,7 +448,9 @@ class Session:
             return
         settles, self._settles = self._settles, {}
         self._cancel_settle_timer()  # the next receipt may wait a whole linger again
-        self._settles_sparse = sum(runs.count for runs in settles.values()) < SPARSE_SETTLES
+        flushed = sum(runs.count for runs in settles.values())
+        self._settles_sparse = flushed < SPARSE_SETTLES and not self._settles_burst
+        self._settles_burst = False
         for handle, pending in settles.items():
             for op, option, receipts in pending.runs:
                 for start in range(0, len(receipts), MAX_RECEIPTS_PER_FRAME):
@@ -526,13 +529,16 @@ class Session:
         It sends them once ``burst`` receipts of the subscription wait, or
         ``linger_seconds`` after this one at the latest (sooner if it writes
         anything else first). The linger applies only while settles are sparse
-        (the last flush carried fewer than ``SPARSE_SETTLES``): at a high rate
+        (the last flush carried fewer than ``SPARSE_SETTLES`` and was not
+        forced by a burst): at a high rate
         the receipts of one loop turn fill a frame by themselves, and a wait
         would only hold back the server's credit."""
         runs = self._settles.get(handle)
         if runs is None:
             runs = self._settles[handle] = SettleRuns()
         waiting = runs.add(op, option, receipt)
+        if waiting >= burst and linger_seconds > 0:
+            self._settles_burst = True  # a small prefetch fills before 32 receipts wait
         if linger_seconds <= 0 or waiting >= burst or not self._settles_sparse:
             self._wake_writer()
         elif self._settle_timer is None or linger_seconds < self._settle_timer_linger:

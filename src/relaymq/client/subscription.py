@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -56,8 +57,8 @@ class Subscription(AsyncIterator[Message]):
     ) -> None:
         if prefetch < 1 or batch_messages < 1:
             raise errors.InvalidArgument("prefetch and batch_messages must be at least 1")
-        if not ack_linger_ms >= 0:
-            raise errors.InvalidArgument("ack_linger_ms must be at least 0")
+        if not 0 <= ack_linger_ms < math.inf:
+            raise errors.InvalidArgument("ack_linger_ms must be a finite number, at least 0")
         self.session = session
         self.name = name
         self.handle = handle
