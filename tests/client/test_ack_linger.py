@@ -89,6 +89,22 @@ async def test_acks_do_not_wait_while_they_come_in_numbers(client: relaymq.Async
     await subscription.close()
 
 
+async def test_acks_do_not_wait_once_half_the_prefetch_filled(
+    client: relaymq.AsyncClient,
+) -> None:
+    await client.queues.create("jobs")
+    for payload in (b"one", b"two", b"three"):
+        await client.publish("jobs", payload)
+    subscription = client.subscribe("jobs", prefetch=4, ack_linger_ms=LONG_LINGER_MS)
+    first, second, third = await received(subscription, 3)
+    await first.ack()
+    await second.ack()  # half the prefetch: both go, and acks count as frequent
+    assert await acked_within(client, "jobs", 2, 2)
+    await third.ack()
+    assert await acked_within(client, "jobs", 3, 2)
+    await subscription.close()
+
+
 async def test_a_later_frame_takes_the_waiting_acks_ahead_of_it(
     client: relaymq.AsyncClient,
 ) -> None:
