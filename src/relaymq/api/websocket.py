@@ -47,7 +47,7 @@ from relaymq.api.ordered_leases import OrderedLeases
 from relaymq.api.websocket_protocol import RECEIVE_NOW_EXTENSION, WRITE_NOW_EXTENSION
 from relaymq.auth.policy import Action, can_see, enforce
 from relaymq.auth.principal import Principal, Resource, ResourceKind
-from relaymq.core.cursor import DeliveryMode, parse_receipt
+from relaymq.core.cursor import DeliveryMode
 from relaymq.protocol import frames
 
 if TYPE_CHECKING:
@@ -291,9 +291,10 @@ class Subscriber:
         expired = [receipt for receipt, deadline in in_flight.items() if deadline < current_ms]
         for receipt in expired:
             del in_flight[receipt]
-        if self.ordered_leases is not None:  # an expired lease rewinds its partition
-            for partition in {parse_receipt(receipt)[0] for receipt in expired}:
-                for receipt in self.ordered_leases.rewound(partition):
+        leases = self.ordered_leases
+        if leases is not None:  # an expired lease rewinds its partition
+            for partition in {leases.partition(receipt) for receipt in expired}:
+                for receipt in leases.rewound(partition) if partition is not None else ():
                     in_flight.pop(receipt, None)
         self.first_deadline_ms = min(in_flight.values(), default=None)
 
@@ -317,27 +318,33 @@ class Subscriber:
             return
         for receipt in frame.receipts:
             self.in_flight.pop(receipt, None)
-        if self.ordered_leases is not None and not isinstance(frame, frames.Term):
-            self.forget_ended_in_order(isinstance(frame, frames.Nack), outcomes)
+        if self.ordered_leases is not None:
+            self.forget_ended_in_order(frame, outcomes)
         self.changed.set()
 
-    def forget_ended_in_order(self, rewound: bool, outcomes: list[frames.ReceiptOutcome]) -> None:
+    def forget_ended_in_order(
+        self, frame: frames.ReceiptFrame, outcomes: list[frames.ReceiptOutcome]
+    ) -> None:
         """Ordered mode: an ack ends every earlier lease of its partition (it is
         cumulative) and a nack every lease of it (the partition rewinds). Forget
         those leases too, or their credit would come back only as they run out."""
-        assert self.ordered_leases is not None
-        through: dict[int, int] = {}  # partition -> the highest offset settled
+        leases = self.ordered_leases
+        assert leases is not None
+        in_flight = self.in_flight
+        rewound = isinstance(frame, frames.Nack)
         for outcome in outcomes:
-            if outcome.ok:
-                partition, offset, _ = parse_receipt(outcome.receipt)
-                through[partition] = max(offset, through.get(partition, -1))
-        for partition, highest in through.items():
+            if not outcome.ok:
+                continue
+            if isinstance(frame, frames.Term):
+                leases.trim(outcome.receipt, in_flight)
+                continue
             if rewound:
-                ended = self.ordered_leases.rewound(partition)
+                partition = leases.partition(outcome.receipt)
+                ended = [] if partition is None else leases.rewound(partition)
             else:
-                ended = self.ordered_leases.acked_through(partition, highest)
+                ended = leases.acked_through(outcome.receipt)
             for receipt in ended:
-                self.in_flight.pop(receipt, None)
+                in_flight.pop(receipt, None)
 
     async def push_forever(self) -> None:
         """Fetch and deliver until stopped; a broker error ends the subscription."""
