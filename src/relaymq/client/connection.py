@@ -529,10 +529,9 @@ class Session:
         It sends them once ``burst`` receipts of the subscription wait, or
         ``linger_seconds`` after this one at the latest (sooner if it writes
         anything else first). The linger applies only while settles are sparse
-        (the last flush carried fewer than ``SPARSE_SETTLES`` and was not
-        forced by a burst): at a high rate
-        the receipts of one loop turn fill a frame by themselves, and a wait
-        would only hold back the server's credit."""
+        (the last flush carried fewer than ``SPARSE_SETTLES`` and was not forced
+        by a burst): at a high rate the receipts of one loop turn fill a frame by
+        themselves, and a wait would only hold back the server's credit."""
         runs = self._settles.get(handle)
         if runs is None:
             runs = self._settles[handle] = SettleRuns()
