@@ -88,7 +88,12 @@ from relaymq.bench.report import (
     verification_table,
     withheld_reason,
 )
-from relaymq.bench.runner import filesystem_of, free_port, terminated_as_exit
+from relaymq.bench.runner import (
+    filesystem_of,
+    free_port,
+    run_until_terminated,
+    terminated_as_exit,
+)
 from relaymq.bench.server_stats import kernel_peak_rss_bytes, tree_cpu_seconds
 from relaymq.bench.transports import account
 from relaymq.bench.verify import Deliveries, Publications, verdict
@@ -867,7 +872,7 @@ def main() -> None:
             server,
             asyncio.Runner(loop_factory=loop_factory(plan.event_loop)) as runner,
         ):
-            report = runner.run(measure(plan, server))
+            report = run_until_terminated(runner, measure(plan, server))
     except PeerError as error:
         status.print(f"[bold red]{error}[/bold red]")
         raise SystemExit(2) from None

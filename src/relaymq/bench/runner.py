@@ -21,8 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import psutil
@@ -33,6 +34,8 @@ from relaymq.bench.verify import Publications
 from relaymq.bench.workloads import BenchPlan, RunState, Workload
 from relaymq.client import AsyncClient
 from relaymq.errors import Unavailable
+
+T = TypeVar("T")
 
 START_TIMEOUT_SECONDS = 30
 STOP_TIMEOUT_SECONDS = 30
@@ -163,6 +166,43 @@ def terminated_as_exit() -> Iterator[None]:
 
 def _exit_terminated(signal_number: int, frame: object) -> None:
     raise SystemExit(128 + signal_number)
+
+
+def run_until_terminated(runner: asyncio.Runner, main: Coroutine[Any, Any, T]) -> T:
+    """``runner.run(main)``, where SIGTERM cancels ``main`` and then exits as
+    :func:`terminated_as_exit` does. Raised straight from the signal handler, the
+    exit could land inside an event-loop callback (a protocol's
+    ``data_received``), which uvloop reports as a transport error and swallows;
+    the loop's own signal handling runs it as a callback of its own instead."""
+    terminated = False
+
+    async def until_terminated() -> T:
+        nonlocal terminated
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        assert task is not None
+
+        def on_terminate() -> None:
+            nonlocal terminated
+            terminated = True
+            task.cancel()
+
+        previous = signal.getsignal(signal.SIGTERM)
+        try:
+            loop.add_signal_handler(signal.SIGTERM, on_terminate)
+        except (NotImplementedError, RuntimeError, ValueError):  # no signals here
+            return await main
+        try:
+            return await main
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, previous)
+
+    try:
+        return runner.run(until_terminated())
+    except asyncio.CancelledError:
+        if terminated:
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
 
 
 async def run_bench(

@@ -204,7 +204,7 @@ def execute(
     plan: Any, target: Target, spawn: SpawnOptions | None, output: Output, no_progress: bool
 ) -> dict[str, Any]:
     """Run the plan against a spawned server (``spawn``) or the target; the report."""
-    from relaymq.bench.runner import SpawnedServer, terminated_as_exit
+    from relaymq.bench.runner import SpawnedServer, run_until_terminated, terminated_as_exit
     from relaymq.bench.transports import Endpoint
     from relaymq.runtime import tune_garbage_collector
 
@@ -224,7 +224,7 @@ def execute(
         asyncio.Runner(loop_factory=new_loop) as runner,
     ):
         endpoint = Endpoint(server.url, server.token, "default")
-        return runner.run(measure(plan, endpoint, server, output, no_progress))
+        return run_until_terminated(runner, measure(plan, endpoint, server, output, no_progress))
 
 
 async def measure(
