@@ -230,6 +230,13 @@ class StoreClosed(Unavailable):
     code = "store_closed"
 
 
+class StorageFailed(Unavailable):
+    """The store failed to make written records durable after they were delivered
+    (``early_delivery``): the partition takes no appends until the server restarts."""
+
+    code = "storage_failed"
+
+
 # -- the store found damage -------------------------------------------------------------
 
 

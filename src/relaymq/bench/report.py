@@ -172,7 +172,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         f"{plan['message_bytes']}-byte messages, batch {plan['batch_messages']}, "
         f"linger {plan['linger_ms']} ms, ack linger {plan.get('ack_linger_ms', 0)} ms, "
         f"clients on {plan.get('event_loop', 'asyncio')}"
-        f"{paced(plan)}; "
+        f"{paced(plan)}"
+        f"{'; early delivery' if plan.get('early_delivery') else ''}; "
         f"server {server['url']} "
         f"(fsync={server.get('fsync') or 'its own'}{data_on(server)})"
     )

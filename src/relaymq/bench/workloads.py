@@ -67,6 +67,7 @@ class BenchPlan:
     duration_seconds: float | None = None
     rate_per_second: float | None = None  # in all producers together; None: flat out
     backlog: bool = False  # queue only: publish everything first, then consume
+    early_delivery: bool = False  # queue and latency: deliver before the fsync
     drain_timeout_seconds: float = 10.0
     event_loop: str = "asyncio"  # what the CLI runs the clients on (relaymq.bench.loops)
     pacing: str | None = field(default_factory=default_pacing)  # None: not paced
@@ -188,7 +189,12 @@ class Workload:
 
     async def queue(self, admin: AsyncClient) -> None:
         """Producers -> queue -> consumers: together, or backlog first."""
-        await admin.queues.create(self.name, partitions=self.plan.partitions, dead_letter=False)
+        await admin.queues.create(
+            self.name,
+            partitions=self.plan.partitions,
+            dead_letter=False,
+            early_delivery=self.plan.early_delivery,
+        )
         deliveries = self.track([self.name])
         if self.plan.backlog:
             await self.publish_phase("publish", self.name)

@@ -505,9 +505,11 @@ class Broker:
         max_age_ms: int | None = None,
         max_bytes: int | None = None,
         max_messages: int | None = None,
+        early_delivery: bool = False,
     ) -> SubscriptionInfo:
         """A queue: a work-queue stream ``name`` (subject ``name``) with one subscription
-        ``name``; with ``dead_letter``, a queue ``name-dlq`` receives what fails."""
+        ``name``; with ``dead_letter``, a queue ``name-dlq`` receives what fails.
+        ``early_delivery``: see :class:`SubscriptionConfig`."""
         validate_name("queue", name)
         dead_letter_name = f"{name}-dlq" if dead_letter else None
         if dead_letter_name is not None:
@@ -537,6 +539,7 @@ class Broker:
                 max_deliveries=max_deliveries,
                 backoff=backoff,
                 dead_letter_stream=dead_letter_name,
+                early_delivery=early_delivery,
             ),
         )
 

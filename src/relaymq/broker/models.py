@@ -103,7 +103,13 @@ class StreamUpdate(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class SubscriptionConfig(msgspec.Struct, kw_only=True, frozen=True):
-    """A durable cursor on a stream."""
+    """A durable cursor on a stream.
+
+    ``early_delivery`` hands messages to consumers once written, before the fsync
+    that makes them durable and confirms their publish: delivery no longer waits
+    for the disk, and a crash of the machine (not of the server alone) may take
+    back a message that was delivered but never confirmed.
+    """
 
     name: str
     stream: str
@@ -115,6 +121,7 @@ class SubscriptionConfig(msgspec.Struct, kw_only=True, frozen=True):
     backoff: Backoff = Backoff()
     dead_letter_stream: str | None = None
     description: str = ""
+    early_delivery: bool = False
 
 
 class SubscriptionUpdate(msgspec.Struct, kw_only=True, frozen=True):

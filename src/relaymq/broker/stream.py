@@ -37,6 +37,7 @@ from relaymq.errors import (
     InvalidConfig,
     PayloadTooLarge,
     SchemaViolation,
+    StorageFailed,
     StorageFull,
 )
 from relaymq.store.base import PartitionLog, RetentionLimits
@@ -113,6 +114,8 @@ class StreamHandle:
         self._max_payload_bytes = min(
             settings.max_payload_bytes, config.max_message_bytes or settings.max_payload_bytes
         )
+        # partition -> the failure that closed it to appends (see _fail_partition)
+        self._failed_partitions: dict[int, BaseException] = {}
         self._unwatch = [log.watch_appends(self._appended) for log in logs]
 
     @property
@@ -331,9 +334,10 @@ class StreamHandle:
         done: Callable[[BaseException | None], None],
     ) -> None:
         """Write one partition's share of a call; ``done`` hears once when it is durable
-        or failed."""
+        or failed. Subscriptions with ``early_delivery`` get the messages once written."""
         indexes, appended = batch
         told = False
+        handed_early = False
 
         def partition_done(error: BaseException | None) -> None:
             nonlocal told
@@ -348,12 +352,54 @@ class StreamHandle:
                 except Exception as failure:  # a bug: the caller must still hear
                     logger.exception("recording an append of %r failed", self.name)
                     error = failure
+            elif handed_early:
+                self._fail_partition(partition, error)
             done(error)
 
         try:
+            self._check_partition(partition)
             self.logs[partition].start_append(appended, partition_done)
         except Exception as error:  # the append did not go through (or a bug after it)
             partition_done(error)
+            return
+        if not told:
+            handed_early = self._hand_early(partition, appended)
+
+    def _hand_early(self, partition: int, appended: list[Message]) -> bool:
+        """Offer written (not yet durable) messages to the subscriptions that asked for
+        early delivery; whether there was any."""
+        handed = False
+        for subscription in self.subscriptions.values():
+            if subscription.config.early_delivery:
+                subscription.on_append(partition, appended)
+                handed = True
+        return handed
+
+    def _check_partition(self, partition: int) -> None:
+        """Raise if an earlier failure closed the partition to appends."""
+        failure = self._failed_partitions.get(partition)
+        if failure is not None:
+            raise StorageFailed(
+                f"partition {partition} of stream {self.name!r} stopped taking appends after "
+                f"a failed fsync ({failure}); restart the server",
+                stream=self.name,
+                partition=partition,
+            )
+
+    def _fail_partition(self, partition: int, error: BaseException) -> None:
+        """An append whose messages went out early failed after its write: its offsets
+        were handed to consumers, and the store cut the records and would give the
+        offsets to new messages, which those cursors have already passed. Appending
+        there stops until a restart rebuilds the cursors from durable checkpoints."""
+        if partition not in self._failed_partitions:
+            logger.error(
+                "stream %r partition %d: an append delivered early failed (%r); the "
+                "partition takes no more appends until the server restarts",
+                self.name,
+                partition,
+                error,
+            )
+            self._failed_partitions[partition] = error
 
     def _landed(
         self,

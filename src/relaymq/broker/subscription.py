@@ -359,7 +359,13 @@ class SubscriptionHandle:
         if not self._dirty:
             return [], {}
         self._dirty = False
-        checkpoints = self.dispatcher.checkpoints()
+        checkpoints = {}
+        for partition, checkpoint in self.dispatcher.checkpoints().items():
+            # Early deliveries can be acked before they are durable; what is said of
+            # them waits (the next call saves again) until the log has them on disk.
+            durable = checkpoint.below(self.stream.logs[partition].next_offset)
+            self._dirty = self._dirty or durable is not checkpoint
+            checkpoints[partition] = durable
         entries = [
             (checkpoint_key(self.namespace, self.name, partition), checkpoint.encode())
             for partition, checkpoint in checkpoints.items()

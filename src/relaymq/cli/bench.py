@@ -65,6 +65,12 @@ LATENCY_DURATION_SECONDS = 10.0
     "how late the pacer sends is reported apart, as schedule lag.",
 )
 @click.option("--backlog", is_flag=True, help="queue: publish everything first, then consume.")
+@click.option(
+    "--early-delivery",
+    is_flag=True,
+    help="queue and latency: a queue that delivers messages once written, before the "
+    "fsync that confirms them.",
+)
 @click.option("--message-bytes", type=click.IntRange(40), default=256, show_default=True)
 @click.option("--batch-messages", type=click.IntRange(1), default=1_000, show_default=True)
 @click.option(
@@ -133,6 +139,8 @@ def bench(target: Target, output: Output, **options: Any) -> None:
         loop_factory(options["event_loop"])
     except ValueError as error:
         raise click.UsageError(str(error)) from None
+    if options["early_delivery"] and workload not in ("queue", "latency"):
+        raise click.UsageError("--early-delivery is for the queue and latency workloads")
     if workload == "tenants":
         from relaymq.bench.tenants import command as tenants
 
@@ -170,6 +178,7 @@ def bench(target: Target, output: Output, **options: Any) -> None:
         duration_seconds=duration,
         rate_per_second=rate,
         backlog=options["backlog"],
+        early_delivery=options["early_delivery"],
         drain_timeout_seconds=options["drain_timeout"],
         event_loop=options["event_loop"],
         pacing=None if rate is None else options["pacing"] or default_pacing(),

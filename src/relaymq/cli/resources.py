@@ -164,6 +164,14 @@ def create_stream(
     )
 
 
+early_delivery_option = click.option(
+    "--early-delivery",
+    is_flag=True,
+    default=None,
+    help="Deliver messages once written, before the fsync that confirms them.",
+)
+
+
 @click.group(name="subs")
 def subscriptions() -> None:
     """Subscriptions: durable cursors on a stream."""
@@ -178,6 +186,7 @@ def subscriptions() -> None:
 @click.option("--ack-timeout-ms", type=int, help="Lease per delivery.")
 @click.option("--max-deliveries", type=int, help="Dead-letter after this many (0: never).")
 @click.option("--dead-letter-stream", help="Where dead letters go.")
+@early_delivery_option
 @client_options
 def create_subscription(
     target: Target, output: Output, name: str, stream: str, **settings: Any
@@ -203,6 +212,7 @@ def queues() -> None:
 @click.option("--ack-timeout-ms", type=int, help="Lease per delivery.")
 @click.option("--max-deliveries", type=int, help="Dead-letter after this many (0: never).")
 @click.option("--dead-letter/--no-dead-letter", default=None, help="Keep a NAME-dlq queue.")
+@early_delivery_option
 @client_options
 def create_queue(target: Target, output: Output, name: str, **settings: Any) -> None:
     """Create a queue."""

@@ -273,12 +273,15 @@ class Subscriptions(DeadLetterResource):
         backoff: dict[str, float] | None = None,
         dead_letter_stream: str | None = None,
         description: str | None = None,
+        early_delivery: bool | None = None,
         exist_ok: bool = False,
     ) -> SubscriptionInfo:
         """Create a subscription on ``stream``. ``mode``: ``shared`` (default),
         ``key_ordered`` or ``ordered``. ``start``: ``earliest`` (default) or
         ``latest``, or give ``start_offset`` / ``start_timestamp_ms``. ``backoff``:
-        ``{"initial_ms", "max_ms", "multiplier", "jitter"}`` for nacks."""
+        ``{"initial_ms", "max_ms", "multiplier", "jitter"}`` for nacks.
+        ``early_delivery``: deliver messages once written, before the fsync that
+        confirms them (a crash of the machine may take back one never confirmed)."""
         body = settings(
             name=name,
             stream=stream,
@@ -290,6 +293,7 @@ class Subscriptions(DeadLetterResource):
             backoff=backoff,
             dead_letter_stream=dead_letter_stream,
             description=description,
+            early_delivery=early_delivery,
         )
         return await self._create(SubscriptionInfo, body, exist_ok)
 
@@ -338,10 +342,12 @@ class Queues(DeadLetterResource):
         max_age_ms: int | None = None,
         max_bytes: int | None = None,
         max_messages: int | None = None,
+        early_delivery: bool | None = None,
         exist_ok: bool = False,
     ) -> QueueInfo:
         """Create a queue (subject and subscription ``name``); with ``dead_letter``
-        (default) failures go to the queue ``name-dlq``."""
+        (default) failures go to the queue ``name-dlq``. ``early_delivery``: as in
+        :meth:`Subscriptions.create`."""
         body = settings(
             name=name,
             partitions=partitions,
@@ -353,6 +359,7 @@ class Queues(DeadLetterResource):
             max_age_ms=max_age_ms,
             max_bytes=max_bytes,
             max_messages=max_messages,
+            early_delivery=early_delivery,
         )
         return await self._create(QueueInfo, body, exist_ok)
 

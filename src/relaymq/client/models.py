@@ -98,6 +98,7 @@ class QueueInfo(msgspec.Struct, kw_only=True):
     ack_timeout_ms: int
     max_deliveries: int
     dead_letter_queue: str | None = None
+    early_delivery: bool = False
     depth: int = 0
     pending: int = 0
     in_flight: int = 0

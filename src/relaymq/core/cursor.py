@@ -172,6 +172,23 @@ class CursorCheckpoint:
             raise InvalidArgument("unsupported cursor checkpoint", version=version)
         return cls(floor, ranges, counts)
 
+    def below(self, end: int) -> CursorCheckpoint:
+        """This checkpoint with nothing said about offsets at or above ``end``.
+
+        A cursor may hold messages the log has not made durable yet (early
+        delivery); a checkpoint must not call them done, or after a crash of the
+        machine new messages given the same offsets would be skipped.
+        """
+        if (
+            self.ack_floor <= end
+            and (not self.acked_ranges or self.acked_ranges[-1][1] <= end)
+            and (not self.delivery_counts or self.delivery_counts[-1][0] < end)
+        ):
+            return self
+        ranges = tuple((start, min(stop, end)) for start, stop in self.acked_ranges if start < end)
+        counts = tuple((offset, count) for offset, count in self.delivery_counts if offset < end)
+        return CursorCheckpoint(min(self.ack_floor, end), ranges, counts)
+
 
 @dataclass(frozen=True, slots=True)
 class CursorStats:

@@ -296,6 +296,10 @@ class SubscriptionOptions(RequestModel):
     backoff: BackoffIn = Field(default_factory=BackoffIn)
     dead_letter_stream: Name | None = None
     description: Text = ""
+    early_delivery: bool = Field(
+        default=False,
+        description="Deliver messages once written, before the fsync that confirms them.",
+    )
 
     def to_config(self, stream: str) -> SubscriptionConfig:
         """The broker's subscription config on ``stream``."""
@@ -310,6 +314,7 @@ class SubscriptionOptions(RequestModel):
             backoff=self.backoff.to_backoff(),
             dead_letter_stream=self.dead_letter_stream,
             description=self.description,
+            early_delivery=self.early_delivery,
         )
 
 
@@ -356,6 +361,7 @@ class SubscriptionSettings(BaseModel):
     backoff: BackoffIn
     dead_letter_stream: str | None
     description: str
+    early_delivery: bool
 
     @classmethod
     def from_config(cls, config: SubscriptionConfig) -> Self:
@@ -371,6 +377,7 @@ class SubscriptionSettings(BaseModel):
             backoff=BackoffIn.from_backoff(config.backoff),
             dead_letter_stream=config.dead_letter_stream,
             description=config.description,
+            early_delivery=config.early_delivery,
         )
 
 
@@ -441,6 +448,10 @@ class QueueCreate(RequestModel):
     max_age_ms: PositiveMilliseconds | None = None
     max_bytes: PositiveCount | None = None
     max_messages: PositiveCount | None = None
+    early_delivery: bool = Field(
+        default=False,
+        description="Deliver messages once written, before the fsync that confirms them.",
+    )
 
     def to_arguments(self) -> dict[str, Any]:
         """Keyword arguments of ``Broker.create_queue`` (besides namespace and name)."""
@@ -461,6 +472,7 @@ class QueueOut(SubscriptionStats):
     ack_timeout_ms: int
     max_deliveries: int
     dead_letter_queue: str | None
+    early_delivery: bool
 
     @classmethod
     def from_infos(cls, stream: StreamInfo, subscription: SubscriptionInfo) -> Self:
@@ -476,6 +488,7 @@ class QueueOut(SubscriptionStats):
             ack_timeout_ms=config.ack_timeout_ms,
             max_deliveries=config.max_deliveries,
             dead_letter_queue=config.dead_letter_stream,
+            early_delivery=config.early_delivery,
             **SubscriptionStats.stats_of(subscription),
         )
 
