@@ -682,6 +682,26 @@ def test_checkpoint_round_trips_through_bytes():
     assert CursorCheckpoint.decode(checkpoint.encode()) == checkpoint
 
 
+@pytest.mark.parametrize(
+    ("end", "expected"),
+    [
+        (20, CursorCheckpoint(5, ((7, 9), (12, 13)), ((5, 2), (6, 1)))),
+        (13, CursorCheckpoint(5, ((7, 9), (12, 13)), ((5, 2), (6, 1)))),
+        (8, CursorCheckpoint(5, ((7, 8),), ((5, 2), (6, 1)))),
+        (6, CursorCheckpoint(5, (), ((5, 2),))),
+        (3, CursorCheckpoint(3, (), ())),
+    ],
+)
+def test_a_checkpoint_below_an_offset_says_nothing_at_or_above_it(end, expected):
+    checkpoint = CursorCheckpoint(5, ((7, 9), (12, 13)), ((5, 2), (6, 1)))
+    assert checkpoint.below(end) == expected
+
+
+def test_a_checkpoint_already_below_an_offset_is_kept_as_it_is():
+    checkpoint = CursorCheckpoint(5, ((7, 9),), ((5, 2),))
+    assert checkpoint.below(9) is checkpoint
+
+
 @pytest.mark.parametrize("garbage", [b"", b"\x00", b"\x94\x02\x00\x90\x90", b"\xc1"])
 def test_checkpoint_decode_rejects_garbage(garbage):
     with pytest.raises(InvalidArgument):

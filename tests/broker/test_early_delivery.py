@@ -1,0 +1,145 @@
+"""Early delivery: a subscription that gets messages once written, before their fsync.
+
+The fsync is held (or failed) by patching the partition log's sync, which then runs
+on the committer's threads instead of its worker process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from relaymq.broker import Broker
+from relaymq.core.message import Message
+from relaymq.errors import RelayError, StorageFailed
+from relaymq.store.local.log import LocalPartitionLog, SyncJob
+
+from .conftest import BrokerFactory
+
+NAMESPACE = "default"
+
+
+class HeldSync:
+    """Holds every fsync pass until :meth:`release`; with ``fail``, the held pass fails."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.fail = False
+
+    def release(self) -> None:
+        self.gate.set()
+
+
+@pytest.fixture
+def held_sync(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldSync]:
+    held = HeldSync()
+    real_run_sync = LocalPartitionLog.run_sync
+
+    def run_sync(self: LocalPartitionLog, job: SyncJob) -> None:
+        held.gate.wait(10)
+        if held.fail:
+            held.fail = False
+            raise OSError(errno.EIO, "injected I/O error")
+        real_run_sync(self, job)
+
+    monkeypatch.setattr(LocalPartitionLog, "run_sync", run_sync)
+    monkeypatch.setattr(LocalPartitionLog, "datasync_target", lambda self, job: None)
+    yield held
+    held.release()
+
+
+def publish(broker: Broker, payload: bytes) -> asyncio.Task[object]:
+    message = Message(subject="jobs", payload=payload)
+    return asyncio.create_task(broker.publish(NAMESPACE, [message]))
+
+
+async def test_an_early_subscription_gets_a_message_before_its_fsync(
+    broker: Broker, held_sync: HeldSync
+) -> None:
+    await broker.create_queue(NAMESPACE, "jobs", dead_letter=False, early_delivery=True)
+    published = publish(broker, b"m0")
+    [delivery] = await broker.fetch(
+        NAMESPACE, "jobs", consumer_id="a", max_messages=1, wait_ms=2_000
+    )
+    assert delivery.message.payload == b"m0"
+    assert not published.done()  # not confirmed: its fsync is still held
+    held_sync.release()
+    [result] = await asyncio.wait_for(published, 5)
+    assert result.offset == delivery.message.offset == 0
+
+
+async def test_a_default_subscription_waits_for_the_fsync(
+    broker: Broker, held_sync: HeldSync
+) -> None:
+    await broker.create_queue(NAMESPACE, "jobs", dead_letter=False)
+    published = publish(broker, b"m0")
+    assert await broker.fetch(NAMESPACE, "jobs", consumer_id="a", max_messages=1, wait_ms=200) == []
+    held_sync.release()
+    await asyncio.wait_for(published, 5)
+    [delivery] = await broker.fetch(NAMESPACE, "jobs", consumer_id="a", max_messages=1)
+    assert delivery.message.payload == b"m0"
+
+
+async def test_an_ack_before_the_fsync_is_saved_only_once_durable(
+    broker: Broker, held_sync: HeldSync
+) -> None:
+    await broker.create_queue(NAMESPACE, "jobs", dead_letter=False, early_delivery=True)
+    published = publish(broker, b"m0")
+    [delivery] = await broker.fetch(
+        NAMESPACE, "jobs", consumer_id="a", max_messages=1, wait_ms=2_000
+    )
+    assert await broker.ack(NAMESPACE, "jobs", [delivery.receipt]) == [None]
+    subscription = broker._subscription(NAMESPACE, "jobs")
+    _, floors = subscription.take_checkpoints()
+    assert floors == {0: 0}  # offset 0 is not durable: its ack is not saved yet
+    held_sync.release()
+    await asyncio.wait_for(published, 5)
+    _, floors = subscription.take_checkpoints()  # still dirty: saved again, whole now
+    assert floors == {0: 1}
+    assert subscription.take_checkpoints() == ([], {})
+
+
+async def test_a_failed_fsync_after_an_early_delivery_stops_the_partition_until_a_restart(
+    open_broker: BrokerFactory, held_sync: HeldSync
+) -> None:
+    broker = await open_broker()
+    await broker.create_queue(NAMESPACE, "jobs", dead_letter=False, early_delivery=True)
+    held_sync.fail = True
+    published = publish(broker, b"lost")
+    [early] = await broker.fetch(NAMESPACE, "jobs", consumer_id="a", max_messages=1, wait_ms=2_000)
+    assert await broker.ack(NAMESPACE, "jobs", [early.receipt]) == [None]
+    held_sync.release()
+    with pytest.raises(RelayError):  # never confirmed: its publisher may send it again
+        await asyncio.wait_for(published, 5)
+    with pytest.raises(StorageFailed) as failed:
+        await publish(broker, b"refused")
+    assert failed.value.code == "storage_failed"
+    await broker.close()
+
+    # The store cut the failed record, so offset 0 goes to a new message; the ack of
+    # the early delivery at offset 0 was never saved, so the new message is delivered.
+    restarted = await open_broker()
+    [result] = await publish(restarted, b"after")
+    assert result.offset == early.message.offset == 0
+    [delivery] = await restarted.fetch(
+        NAMESPACE, "jobs", consumer_id="a", max_messages=1, wait_ms=2_000
+    )
+    assert delivery.message.payload == b"after"
+
+
+async def test_a_failed_fsync_without_early_delivery_rolls_back_and_goes_on(
+    broker: Broker, held_sync: HeldSync
+) -> None:
+    await broker.create_queue(NAMESPACE, "jobs", dead_letter=False)
+    held_sync.fail = True
+    held_sync.release()
+    with pytest.raises(RelayError):
+        await publish(broker, b"lost")
+    [result] = await publish(broker, b"kept")
+    assert result.offset == 0
+    [delivery] = await broker.fetch(NAMESPACE, "jobs", consumer_id="a", max_messages=1)
+    assert delivery.message.payload == b"kept"
