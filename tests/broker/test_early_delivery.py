@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from relaymq.broker import Broker
+from relaymq.broker.models import StreamConfig, SubscriptionConfig
 from relaymq.core.message import Message
 from relaymq.errors import RelayError, StorageFailed
 from relaymq.store.local.log import LocalPartitionLog, SyncJob
@@ -82,6 +83,25 @@ async def test_a_default_subscription_waits_for_the_fsync(
     await asyncio.wait_for(published, 5)
     [delivery] = await broker.fetch(NAMESPACE, "jobs", consumer_id="a", max_messages=1)
     assert delivery.message.payload == b"m0"
+
+
+async def test_the_fsync_wakes_only_the_subscriptions_that_have_not_read_its_messages(
+    broker: Broker, held_sync: HeldSync
+) -> None:
+    await broker.create_stream(NAMESPACE, StreamConfig(name="s", subjects=["jobs"]))
+    for name, early in (("early", True), ("plain", False)):
+        config = SubscriptionConfig(name=name, stream="s", early_delivery=early)
+        await broker.create_subscription(NAMESPACE, config)
+    signals = {name: broker._subscription(NAMESPACE, name).signal for name in ("early", "plain")}
+    before = {name: signal.version for name, signal in signals.items()}
+    published = publish(broker, b"m0")
+    await asyncio.sleep(0.05)
+    woken = {name: signal.version - before[name] for name, signal in signals.items()}
+    assert woken == {"early": 1, "plain": 0}
+    held_sync.release()
+    await asyncio.wait_for(published, 5)
+    woken = {name: signal.version - before[name] for name, signal in signals.items()}
+    assert woken["early"] == 1 and woken["plain"] >= 1
 
 
 async def test_an_ack_before_the_fsync_is_saved_only_once_durable(

@@ -116,7 +116,10 @@ class StreamHandle:
         )
         # partition -> the failure that closed it to appends (see _fail_partition)
         self._failed_partitions: dict[int, BaseException] = {}
-        self._unwatch = [log.watch_appends(self._appended) for log in logs]
+        self._unwatch = [
+            log.watch_appends(partial(self._appended, partition))
+            for partition, log in enumerate(logs)
+        ]
 
     @property
     def name(self) -> str:
@@ -190,13 +193,16 @@ class StreamHandle:
             unwatch()
         self._unwatch = []
 
-    def _appended(self) -> None:
-        """New messages are readable: wake the stream's and the subscriptions' readers
-        now, from the fsync pass's completion, rather than one loop step later when
-        the append resumes (a step that can wait behind every ready callback)."""
+    def _appended(self, partition: int) -> None:
+        """New messages of ``partition`` are readable: wake the stream's readers and the
+        subscriptions that have not read them now, from the fsync pass's completion,
+        rather than one loop step later when the append resumes (a step that can wait
+        behind every ready callback). A subscription with early delivery usually has
+        them already, and waking its fetchers would only make them fetch nothing."""
         self.signal.notify()
         for subscription in self.subscriptions.values():
-            subscription.signal.notify()
+            if subscription.has_unread(partition):
+                subscription.signal.notify()
 
     async def append(self, messages: Sequence[Message], now_ms: int) -> list[PublishResult]:
         """Append messages (already checked) and return where each landed, once durable

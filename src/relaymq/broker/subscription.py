@@ -214,6 +214,10 @@ class SubscriptionHandle:
         """Whether the partition's log has readable messages the cursor has not read."""
         return cursor.read_offset < self.stream.logs[partition].next_offset
 
+    def has_unread(self, partition: int) -> bool:
+        """Whether ``partition``'s log has readable messages this subscription has not read."""
+        return self._unread(partition, self.dispatcher.cursors[partition])
+
     def _wants_fill(self, wanted: int) -> bool:
         """Whether :meth:`fill` would read anything: checked without its lock and a
         coroutine per partition, on the path of every caught-up fetch (a plain loop:
