@@ -230,13 +230,6 @@ class StoreClosed(Unavailable):
     code = "store_closed"
 
 
-class StorageFailed(Unavailable):
-    """The store failed to make written records durable after they were delivered
-    (``early_delivery``): the partition takes no appends until the server restarts."""
-
-    code = "storage_failed"
-
-
 # -- the store found damage -------------------------------------------------------------
 
 
@@ -244,6 +237,14 @@ class CorruptRecord(RelayError):
     """A stored record failed its CRC or framing check (recovery handles these)."""
 
     code = "corrupt_record"
+
+
+class StorageFailed(RelayError):
+    """The store failed to make records durable after they were delivered
+    (``early_delivery``): their partition takes no appends until the server
+    restarts, so retrying does not help."""
+
+    code = "storage_failed"
 
 
 # -- client-side (raised by the Python SDK, relaymq.client) ------------------------------

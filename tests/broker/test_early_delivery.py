@@ -1,14 +1,10 @@
-"""Early delivery: a subscription that gets messages once written, before their fsync.
-
-The fsync is held (or failed) by patching the partition log's sync, which then runs
-on the committer's threads instead of its worker process.
-"""
+"""Early delivery: a subscription that gets messages once written, before their fsync
+(held or failed through :mod:`tests.fsync_control`)."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -16,39 +12,18 @@ import pytest
 from relaymq.broker import Broker
 from relaymq.broker.models import StreamConfig, SubscriptionConfig
 from relaymq.core.message import Message
-from relaymq.errors import RelayError, StorageFailed
-from relaymq.store.local.log import LocalPartitionLog, SyncJob
+from relaymq.errors import StorageFailed, Unavailable
+from tests.fsync_control import HeldSync, hold_fsync
 
 from .conftest import BrokerFactory
 
 NAMESPACE = "default"
-
-
-class HeldSync:
-    """Holds every fsync pass until :meth:`release`; with ``fail``, the held pass fails."""
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.fail = False
-
-    def release(self) -> None:
-        self.gate.set()
+QUIET_MS = 3_600_000  # a checkpoint interval no test outlasts
 
 
 @pytest.fixture
 def held_sync(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldSync]:
-    held = HeldSync()
-    real_run_sync = LocalPartitionLog.run_sync
-
-    def run_sync(self: LocalPartitionLog, job: SyncJob) -> None:
-        held.gate.wait(10)
-        if held.fail:
-            held.fail = False
-            raise OSError(errno.EIO, "injected I/O error")
-        real_run_sync(self, job)
-
-    monkeypatch.setattr(LocalPartitionLog, "run_sync", run_sync)
-    monkeypatch.setattr(LocalPartitionLog, "datasync_target", lambda self, job: None)
+    held = hold_fsync(monkeypatch)
     yield held
     held.release()
 
@@ -105,8 +80,9 @@ async def test_the_fsync_wakes_only_the_subscriptions_that_have_not_read_its_mes
 
 
 async def test_an_ack_before_the_fsync_is_saved_only_once_durable(
-    broker: Broker, held_sync: HeldSync
+    open_broker: BrokerFactory, held_sync: HeldSync
 ) -> None:
+    broker = await open_broker(checkpoint_interval_ms=QUIET_MS)  # the test takes them
     await broker.create_queue(NAMESPACE, "jobs", dead_letter=False, early_delivery=True)
     published = publish(broker, b"m0")
     [delivery] = await broker.fetch(
@@ -123,6 +99,23 @@ async def test_an_ack_before_the_fsync_is_saved_only_once_durable(
     assert subscription.take_checkpoints() == ([], {})
 
 
+async def test_a_shutdown_saves_the_acks_of_early_deliveries_once_durable(
+    open_broker: BrokerFactory, held_sync: HeldSync
+) -> None:
+    broker = await open_broker(checkpoint_interval_ms=QUIET_MS)  # only the final save
+    await broker.create_queue(NAMESPACE, "jobs", dead_letter=False, early_delivery=True)
+    published = publish(broker, b"m0")
+    [delivery] = await broker.fetch(
+        NAMESPACE, "jobs", consumer_id="a", max_messages=1, wait_ms=2_000
+    )
+    assert await broker.ack(NAMESPACE, "jobs", [delivery.receipt]) == [None]
+    asyncio.get_running_loop().call_later(0.05, held_sync.release)  # while closing
+    await broker.close()
+    assert published.done() and not published.exception()
+    restarted = await open_broker()
+    assert await restarted.fetch(NAMESPACE, "jobs", consumer_id="a", max_messages=1) == []
+
+
 async def test_a_failed_fsync_after_an_early_delivery_stops_the_partition_until_a_restart(
     open_broker: BrokerFactory, held_sync: HeldSync
 ) -> None:
@@ -133,11 +126,12 @@ async def test_a_failed_fsync_after_an_early_delivery_stops_the_partition_until_
     [early] = await broker.fetch(NAMESPACE, "jobs", consumer_id="a", max_messages=1, wait_ms=2_000)
     assert await broker.ack(NAMESPACE, "jobs", [early.receipt]) == [None]
     held_sync.release()
-    with pytest.raises(RelayError):  # never confirmed: its publisher may send it again
+    with pytest.raises(StorageFailed):  # never confirmed: its publisher may send it again
         await asyncio.wait_for(published, 5)
     with pytest.raises(StorageFailed) as failed:
         await publish(broker, b"refused")
     assert failed.value.code == "storage_failed"
+    assert broker.metrics().streams[0].failed_partitions == 1
     await broker.close()
 
     # The store cut the failed record, so offset 0 goes to a new message; the ack of
@@ -151,14 +145,37 @@ async def test_a_failed_fsync_after_an_early_delivery_stops_the_partition_until_
     assert delivery.message.payload == b"after"
 
 
+async def test_a_publish_touching_a_stopped_partition_writes_nothing(
+    broker: Broker, held_sync: HeldSync
+) -> None:
+    await broker.create_stream(NAMESPACE, StreamConfig(name="s", subjects=["jobs"], partitions=2))
+    config = SubscriptionConfig(name="early", stream="s", early_delivery=True)
+    await broker.create_subscription(NAMESPACE, config)
+    held_sync.fail = True
+    failing = asyncio.create_task(
+        broker.publish(NAMESPACE, [Message(subject="jobs", payload=b"x", key="a")])
+    )
+    await broker.fetch(NAMESPACE, "early", consumer_id="c", max_messages=1, wait_ms=2_000)
+    held_sync.release()
+    with pytest.raises(StorageFailed):
+        await failing
+    keys = [f"k{number}" for number in range(20)]  # both partitions
+    with pytest.raises(StorageFailed):
+        await broker.publish(
+            NAMESPACE, [Message(subject="jobs", payload=b"y", key=key) for key in keys]
+        )
+    assert broker.stream_info(NAMESPACE, "s").messages == 0
+
+
 async def test_a_failed_fsync_without_early_delivery_rolls_back_and_goes_on(
     broker: Broker, held_sync: HeldSync
 ) -> None:
     await broker.create_queue(NAMESPACE, "jobs", dead_letter=False)
     held_sync.fail = True
     held_sync.release()
-    with pytest.raises(RelayError):
+    with pytest.raises(Unavailable) as failed:
         await publish(broker, b"lost")
+    assert failed.value.details["errno"] == errno.EIO
     [result] = await publish(broker, b"kept")
     assert result.offset == 0
     [delivery] = await broker.fetch(NAMESPACE, "jobs", consumer_id="a", max_messages=1)

@@ -51,43 +51,6 @@ async def test_ten_thousand_messages_confirmed_and_consumed_once_by_eight_worker
     assert info.acked == MESSAGES and info.depth == 0 and info.redelivered == 0
 
 
-async def test_an_early_delivery_queue_delivers_every_message_once_in_key_order(
-    client: relaymq.AsyncClient,
-) -> None:
-    queue = await client.queues.create(
-        "early", partitions=2, mode="key_ordered", early_delivery=True
-    )
-    assert queue.early_delivery
-    subscription = await client.subscriptions.get("early")
-    assert subscription.config["early_delivery"] is True
-    assert not (await client.queues.create("plain")).early_delivery
-    keys = [f"k{number}" for number in range(4)]
-    handled: dict[str, list[int]] = collections.defaultdict(list)
-    done = asyncio.Event()
-
-    async def handle(message: relaymq.Message) -> None:
-        assert message.key is not None
-        handled[message.key].append(int(message.payload))
-        if sum(map(len, handled.values())) == 500 * len(keys):
-            done.set()
-
-    worker = client.worker("early", handle, concurrency=4, prefetch=100)
-    running = asyncio.create_task(worker.run())
-    async with client.publisher(linger_ms=0) as publisher:
-        for sequence in range(500):
-            for key in keys:
-                await publisher.publish("early", str(sequence), key=key)
-    await asyncio.wait_for(done.wait(), 30)
-    await asyncio.sleep(0.3)  # a late redelivery would show up here
-    worker.stop()
-    await running
-    assert {key: values for key, values in handled.items()} == {
-        key: list(range(500)) for key in keys
-    }
-    info = await client.queues.get("early")
-    assert info.acked == 2_000 and info.depth == 0 and info.redelivered == 0
-
-
 async def test_key_order_is_kept_in_key_ordered_mode(client: relaymq.AsyncClient) -> None:
     await client.queues.create("orders", partitions=2, mode="key_ordered")
     keys = [f"customer-{number}" for number in range(8)]

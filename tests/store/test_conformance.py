@@ -199,6 +199,21 @@ async def test_start_append_that_cannot_start_raises_and_never_tells(store: Stor
     assert told == []
 
 
+async def test_flush_waits_for_every_append_in_flight(store: StoreHarness) -> None:
+    await store.open()
+    log = await open_log(store)
+    await log.flush()  # nothing in flight
+    told: list[BaseException | None] = []
+    for first in (0, 2):
+        log.start_append(make_batch(first, 2), told.append)
+    await log.flush()
+    assert told == [None, None]
+    assert log.next_offset == 4 and len(await read_all(log)) == 4
+    await log.close()
+    with pytest.raises(StoreClosed):
+        await log.flush()
+
+
 async def test_a_cancelled_append_still_lands(store: StoreHarness) -> None:
     await store.open()
     log = await open_log(store)

@@ -58,6 +58,8 @@ STREAM_COUNTERS = {
 STREAM_GAUGES = {
     "stored_messages": "Messages stored in the stream now.",
     "stored_bytes": "Bytes stored in the stream now.",
+    "failed_partitions": "Partitions that take no appends after a failed write of messages "
+    "already delivered early (restart the server).",
 }
 SUBSCRIPTION_COUNTERS = {
     "delivered_messages": "Deliveries to consumers (redeliveries included).",

@@ -21,6 +21,7 @@ class StreamMetrics:
     published_bytes: int
     stored_messages: int
     stored_bytes: int
+    failed_partitions: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ def collect(streams: Iterable[StreamHandle], now_ms: int) -> BrokerMetrics:
                 published_bytes=stream.published_bytes,
                 stored_messages=info.messages,
                 stored_bytes=info.bytes,
+                failed_partitions=stream.failed_partitions,
             )
         )
         for subscription in stream.subscriptions.values():

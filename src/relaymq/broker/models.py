@@ -107,8 +107,9 @@ class SubscriptionConfig(msgspec.Struct, kw_only=True, frozen=True):
 
     ``early_delivery`` hands messages to consumers once written, before the fsync
     that makes them durable and confirms their publish: delivery no longer waits
-    for the disk, and a crash of the machine (not of the server alone) may take
-    back a message that was delivered but never confirmed.
+    for the disk, and a crash of the machine (not of the server alone) or a failed
+    flush may take back a message that was delivered but never confirmed (after a
+    failed flush the partition takes no appends until a restart).
     """
 
     name: str

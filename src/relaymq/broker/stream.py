@@ -248,13 +248,15 @@ class StreamHandle:
                 batch[1].append(message)
         outcome: asyncio.Future[list[PublishResult]] = loop.create_future()
         if batches:
-            if self.config.discard is DiscardPolicy.NEW:
-                try:
-                    for partition, (_, batch_messages) in batches.items():
+            try:
+                # Before anything is written, so that a refused call writes nothing.
+                for partition, (_, batch_messages) in batches.items():
+                    self._refuse_if_failed(partition)
+                    if self.config.discard is DiscardPolicy.NEW:
                         self._check_capacity(partition, batch_messages)
-                except BaseException as error:
-                    self._release_ids(owned, claim, error)
-                    raise
+            except BaseException as error:
+                self._release_ids(owned, claim, error)
+                raise
             finished = partial(self._finished, owned, claim, outcome, results)
             # One partition (the common case) tells the call directly; several, through
             # a join that hears from each.
@@ -359,11 +361,10 @@ class StreamHandle:
                     logger.exception("recording an append of %r failed", self.name)
                     error = failure
             elif handed_early:
-                self._fail_partition(partition, error)
+                error = self._fail_partition(partition, error)
             done(error)
 
         try:
-            self._check_partition(partition)
             self.logs[partition].start_append(appended, partition_done)
         except Exception as error:  # the append did not go through (or a bug after it)
             partition_done(error)
@@ -373,30 +374,29 @@ class StreamHandle:
 
     def _hand_early(self, partition: int, appended: list[Message]) -> bool:
         """Offer written (not yet durable) messages to the subscriptions that asked for
-        early delivery; whether there was any."""
+        early delivery; whether a cursor may have taken them."""
         handed = False
         for subscription in self.subscriptions.values():
             if subscription.config.early_delivery:
-                subscription.on_append(partition, appended)
-                handed = True
+                try:
+                    handed = subscription.on_append(partition, appended) or handed
+                except Exception:  # a bug: the write stands, and the cursor may hold them
+                    logger.exception("handing an append of %r over early failed", self.name)
+                    handed = True
         return handed
 
-    def _check_partition(self, partition: int) -> None:
+    def _refuse_if_failed(self, partition: int) -> None:
         """Raise if an earlier failure closed the partition to appends."""
-        failure = self._failed_partitions.get(partition)
-        if failure is not None:
-            raise StorageFailed(
-                f"partition {partition} of stream {self.name!r} stopped taking appends after "
-                f"a failed fsync ({failure}); restart the server",
-                stream=self.name,
-                partition=partition,
-            )
+        cause = self._failed_partitions.get(partition)
+        if cause is not None:
+            raise self._storage_failed(partition, cause)
 
-    def _fail_partition(self, partition: int, error: BaseException) -> None:
+    def _fail_partition(self, partition: int, error: BaseException) -> StorageFailed:
         """An append whose messages went out early failed after its write: its offsets
         were handed to consumers, and the store cut the records and would give the
         offsets to new messages, which those cursors have already passed. Appending
-        there stops until a restart rebuilds the cursors from durable checkpoints."""
+        there stops until a restart rebuilds the cursors from durable checkpoints.
+        Returns the error the append fails with, as every later one will."""
         if partition not in self._failed_partitions:
             logger.error(
                 "stream %r partition %d: an append delivered early failed (%r); the "
@@ -406,6 +406,20 @@ class StreamHandle:
                 error,
             )
             self._failed_partitions[partition] = error
+        return self._storage_failed(partition, self._failed_partitions[partition])
+
+    def _storage_failed(self, partition: int, cause: BaseException) -> StorageFailed:
+        return StorageFailed(
+            f"partition {partition} of stream {self.name!r} takes no appends after a failed "
+            f"write of messages already delivered ({cause}); restart the server",
+            stream=self.name,
+            partition=partition,
+        )
+
+    @property
+    def failed_partitions(self) -> int:
+        """How many partitions stopped taking appends (see :meth:`_fail_partition`)."""
+        return len(self._failed_partitions)
 
     def _landed(
         self,

@@ -141,23 +141,25 @@ class SubscriptionHandle:
         self._closed = True
         self.signal.notify()
 
-    def on_append(self, partition: int, messages: list[Message]) -> None:
-        """The stream grew: hand the new messages straight to a caught-up cursor (no
-        store read, no decode), and wake fetchers waiting for messages, unless a
-        fetcher woken when they became readable already read them (waking the
-        others again would only make them fetch nothing)."""
+    def on_append(self, partition: int, messages: list[Message]) -> bool:
+        """Messages were appended (durable, or with ``early_delivery`` just written):
+        hand them straight to a caught-up cursor (no store read, no decode), and wake
+        fetchers waiting for messages, unless a fetcher already read them (waking the
+        others again would only make them fetch nothing). Whether the cursor took them."""
         cursor = self.dispatcher.cursors[partition]
         read_offset = cursor.read_offset
         if read_offset > messages[-1].offset:
-            return
-        if (
+            return False
+        offered = (
             read_offset == messages[0].offset
             and cursor.available() < TAIL_OFFER_MESSAGES
             and cursor.room() >= len(messages)
             and not self._fill_lock.locked()
-        ):
+        )
+        if offered:
             cursor.offer(messages)
         self.signal.notify()
+        return offered
 
     # -- consuming ---------------------------------------------------------------------
 
@@ -359,7 +361,8 @@ class SubscriptionHandle:
 
     def take_checkpoints(self) -> tuple[list[tuple[str, bytes]], dict[int, int]]:
         """Encoded checkpoints of every partition, and their ack floors, if anything
-        changed since the last call; else two empty values."""
+        changed since the last call, or the last call had to leave out offsets that
+        were not durable yet (early delivery); else two empty values."""
         if not self._dirty:
             return [], {}
         self._dirty = False

@@ -173,7 +173,8 @@ class CursorCheckpoint:
         return cls(floor, ranges, counts)
 
     def below(self, end: int) -> CursorCheckpoint:
-        """This checkpoint with nothing said about offsets at or above ``end``.
+        """This checkpoint with nothing said about offsets at or above ``end``: the
+        very same object when it said nothing of them already.
 
         A cursor may hold messages the log has not made durable yet (early
         delivery); a checkpoint must not call them done, or after a crash of the

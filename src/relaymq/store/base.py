@@ -100,6 +100,11 @@ class PartitionLog(Protocol):
         called. The write goes on to its end whatever becomes of the caller."""
         ...
 
+    async def flush(self) -> None:
+        """Wait until everything written so far is as durable as the policy promises
+        and readable (the appends in flight are done); raise if that failed."""
+        ...
+
     def watch_appends(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` (on the event loop) whenever appended messages became
         readable, before the appends that wrote them return: a reader woken by it

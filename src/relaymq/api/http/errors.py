@@ -71,6 +71,7 @@ STATUS_BY_ERROR: dict[type[errors.RelayError], int] = {
     errors.StorageFull: 507,
     errors.Unavailable: 503,
     errors.CorruptRecord: 503,
+    errors.StorageFailed: 507,
     InternalError: 500,
 }
 
@@ -86,7 +87,7 @@ STATUS_DESCRIPTIONS: dict[int, str] = {
     422: "Request validation failed, or a payload broke the stream's JSON Schema.",
     429: "Rate limited; retry after the Retry-After header.",
     503: "Unavailable (starting, shutting down, overloaded); retry after Retry-After.",
-    507: "Storage full: the disk or the stream's byte limit.",
+    507: "Storage full (the disk or the stream's byte limit), or failed (storage_failed).",
 }
 
 

@@ -49,6 +49,10 @@ PositiveCount = Annotated[int, Field(ge=1, le=MAX_INTEGER)]
 Milliseconds = Annotated[int, Field(ge=0, le=MAX_INTEGER)]
 PositiveMilliseconds = Annotated[int, Field(ge=1, le=MAX_INTEGER)]
 Offset = Annotated[int, Field(ge=0, le=MAX_INTEGER)]
+EarlyDelivery = Annotated[
+    bool,
+    Field(description="Deliver messages once written, before the fsync that confirms them."),
+]
 Partition = Annotated[int, Field(ge=0, le=MAX_INTEGER)]
 Priority = Annotated[int, Field(ge=0, le=MAX_INTEGER)]
 Name = Annotated[str, Field(min_length=1, max_length=256, description="Resource name.")]
@@ -296,10 +300,7 @@ class SubscriptionOptions(RequestModel):
     backoff: BackoffIn = Field(default_factory=BackoffIn)
     dead_letter_stream: Name | None = None
     description: Text = ""
-    early_delivery: bool = Field(
-        default=False,
-        description="Deliver messages once written, before the fsync that confirms them.",
-    )
+    early_delivery: EarlyDelivery = False
 
     def to_config(self, stream: str) -> SubscriptionConfig:
         """The broker's subscription config on ``stream``."""
@@ -448,10 +449,7 @@ class QueueCreate(RequestModel):
     max_age_ms: PositiveMilliseconds | None = None
     max_bytes: PositiveCount | None = None
     max_messages: PositiveCount | None = None
-    early_delivery: bool = Field(
-        default=False,
-        description="Deliver messages once written, before the fsync that confirms them.",
-    )
+    early_delivery: EarlyDelivery = False
 
     def to_arguments(self) -> dict[str, Any]:
         """Keyword arguments of ``Broker.create_queue`` (besides namespace and name)."""

@@ -23,6 +23,7 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from relaymq.core.message import Message
@@ -33,6 +34,7 @@ from relaymq.store.base import (
     FsyncPolicy,
     PartitionStats,
     RetentionLimits,
+    settle_waiter,
     wait_for_append,
 )
 from relaymq.store.local import record
@@ -222,6 +224,18 @@ class LocalPartitionLog:
 
         self._committer.schedule(self, synced)
         return first_offset
+
+    async def flush(self) -> None:
+        """Wait until every record written so far is as durable as the policy promises
+        and readable: the next pass, when anything is still waiting for one."""
+        self._check_open()
+        if self._visible_next_offset == self._next_offset:
+            return
+        waiter: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self._committer.schedule(self, partial(settle_waiter, waiter))
+        error = await waiter
+        if error is not None:
+            raise error
 
     def watch_appends(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` whenever appended records became readable: from the
