@@ -69,7 +69,7 @@ async def consume(broker: Broker, idle_rounds_to_stop: int | None) -> None:
         )
 
 
-async def main(data_dir: Path, run_id: str, phase: str) -> None:
+async def main(data_dir: Path, run_id: str, phase: str, early_delivery: bool) -> None:
     broker = await Broker.open(BrokerSettings(data_dir=data_dir, checkpoint_interval_ms=50))
     if QUEUE not in {info.config.name for info in broker.list_streams("default")}:
         await broker.create_queue(
@@ -78,6 +78,7 @@ async def main(data_dir: Path, run_id: str, phase: str) -> None:
             ack_timeout_ms=2_000,
             max_deliveries=0,
             backoff=Backoff(initial_ms=10, max_ms=10),
+            early_delivery=early_delivery,
         )
     sys.stdout.write("READY\n")
     sys.stdout.flush()
@@ -89,4 +90,4 @@ async def main(data_dir: Path, run_id: str, phase: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), sys.argv[2], sys.argv[3]))
+    asyncio.run(main(Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "early"))

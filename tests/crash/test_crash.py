@@ -1,5 +1,6 @@
 """Crash test: SIGKILL the broker at random moments while it publishes with confirms and
-consumes with acks; restart it each time; count.
+consumes with acks; restart it each time; count. Once with delivery after the fsync,
+once with ``early_delivery`` (consumers get and ack messages before they are durable).
 
 Asserts that no confirmed message is lost and that every message delivered but
 not acked before a crash is delivered again; prints the duplicates (allowed by
@@ -18,6 +19,8 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+
+import pytest
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 ITERATIONS = int(os.environ.get("RELAYMQ_CRASH_ITERATIONS", "20"))
@@ -50,10 +53,10 @@ class Ledger:
 
 
 def run_worker(
-    data_dir: Path, run_id: str, phase: str, kill_after_seconds: float | None
+    data_dir: Path, run_id: str, phase: str, delivery: str, kill_after_seconds: float | None
 ) -> list[str]:
     process = subprocess.Popen(
-        [sys.executable, str(WORKER), str(data_dir), run_id, phase],
+        [sys.executable, str(WORKER), str(data_dir), run_id, phase, delivery],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -82,12 +85,14 @@ def run_worker(
     return lines
 
 
-def test_sigkill_loses_no_confirmed_message(tmp_path: Path) -> None:
+@pytest.mark.parametrize("delivery", ["durable", "early"])
+def test_sigkill_loses_no_confirmed_message(tmp_path: Path, delivery: str) -> None:
     ledger = Ledger()
     chooser = random.Random()
     for iteration in range(ITERATIONS):
-        ledger.read(run_worker(tmp_path, f"r{iteration}", "run", chooser.uniform(0.05, 1.0)))
-    ledger.read(run_worker(tmp_path, "drain", "drain", None))
+        kill_after = chooser.uniform(0.05, 1.0)
+        ledger.read(run_worker(tmp_path, f"r{iteration}", "run", delivery, kill_after))
+    ledger.read(run_worker(tmp_path, "drain", "drain", delivery, None))
 
     lost = ledger.confirmed - set(ledger.deliveries)
     never_redelivered = {
