@@ -33,6 +33,19 @@ def publish(broker: Broker, payload: bytes) -> asyncio.Task[object]:
     return asyncio.create_task(broker.publish(NAMESPACE, [message]))
 
 
+async def ack_before_durable(broker: Broker) -> asyncio.Task[object]:
+    """An early-delivery queue ``jobs`` whose first message is delivered and acked while
+    its fsync is held; the publish, not confirmed yet."""
+    await broker.create_queue(NAMESPACE, "jobs", dead_letter=False, early_delivery=True)
+    published = publish(broker, b"m0")
+    [delivery] = await broker.fetch(
+        NAMESPACE, "jobs", consumer_id="a", max_messages=1, wait_ms=2_000
+    )
+    assert await broker.ack(NAMESPACE, "jobs", [delivery.receipt]) == [None]
+    assert not published.done()
+    return published
+
+
 async def test_an_early_subscription_gets_a_message_before_its_fsync(
     broker: Broker, held_sync: HeldSync
 ) -> None:
@@ -83,12 +96,7 @@ async def test_an_ack_before_the_fsync_is_saved_only_once_durable(
     open_broker: BrokerFactory, held_sync: HeldSync
 ) -> None:
     broker = await open_broker(checkpoint_interval_ms=QUIET_MS)  # the test takes them
-    await broker.create_queue(NAMESPACE, "jobs", dead_letter=False, early_delivery=True)
-    published = publish(broker, b"m0")
-    [delivery] = await broker.fetch(
-        NAMESPACE, "jobs", consumer_id="a", max_messages=1, wait_ms=2_000
-    )
-    assert await broker.ack(NAMESPACE, "jobs", [delivery.receipt]) == [None]
+    published = await ack_before_durable(broker)
     subscription = broker._subscription(NAMESPACE, "jobs")
     _, floors = subscription.take_checkpoints()
     assert floors == {0: 0}  # offset 0 is not durable: its ack is not saved yet
@@ -103,12 +111,7 @@ async def test_a_shutdown_saves_the_acks_of_early_deliveries_once_durable(
     open_broker: BrokerFactory, held_sync: HeldSync
 ) -> None:
     broker = await open_broker(checkpoint_interval_ms=QUIET_MS)  # only the final save
-    await broker.create_queue(NAMESPACE, "jobs", dead_letter=False, early_delivery=True)
-    published = publish(broker, b"m0")
-    [delivery] = await broker.fetch(
-        NAMESPACE, "jobs", consumer_id="a", max_messages=1, wait_ms=2_000
-    )
-    assert await broker.ack(NAMESPACE, "jobs", [delivery.receipt]) == [None]
+    published = await ack_before_durable(broker)
     asyncio.get_running_loop().call_later(0.05, held_sync.release)  # while closing
     await broker.close()
     assert published.done() and not published.exception()
