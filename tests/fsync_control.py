@@ -25,17 +25,19 @@ class HeldSync:
         self.gate.set()
 
 
-def hold_fsync(monkeypatch: pytest.MonkeyPatch) -> HeldSync:
+def hold_fsync(monkeypatch: pytest.MonkeyPatch, namespace: str | None = None) -> HeldSync:
     """Patch the partition logs' sync so that it waits for (and may fail on) a
-    :class:`HeldSync`; ``monkeypatch`` undoes it."""
+    :class:`HeldSync`: every log's, or only those of ``namespace`` (on a server
+    other tests share); ``monkeypatch`` undoes it."""
     held = HeldSync()
     real_run_sync = LocalPartitionLog.run_sync
 
     def run_sync(self: LocalPartitionLog, job: SyncJob) -> None:
-        held.gate.wait(10)
-        if held.fail:
-            held.fail = False
-            raise OSError(errno.EIO, "injected I/O error")
+        if namespace is None or namespace in self.directory.parts:
+            held.gate.wait(10)
+            if held.fail:
+                held.fail = False
+                raise OSError(errno.EIO, "injected I/O error")
         real_run_sync(self, job)
 
     monkeypatch.setattr(LocalPartitionLog, "run_sync", run_sync)

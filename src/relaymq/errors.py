@@ -239,6 +239,9 @@ class CorruptRecord(RelayError):
     code = "corrupt_record"
 
 
+# -- the store failed ------------------------------------------------------------------
+
+
 class StorageFailed(RelayError):
     """The store failed to make records durable after they were delivered
     (``early_delivery``): their partition takes no appends until the server

@@ -11,8 +11,11 @@ import pytest
 
 from relaymq.broker import Broker
 from relaymq.broker.models import StreamConfig, SubscriptionConfig
+from relaymq.broker.subscription import TAIL_OFFER_MESSAGES
 from relaymq.core.message import Message
+from relaymq.core.partitioning import partition_for_key
 from relaymq.errors import StorageFailed, Unavailable
+from relaymq.store.local.log import LocalPartitionLog
 from tests.fsync_control import HeldSync, hold_fsync
 
 from .conftest import BrokerFactory
@@ -44,6 +47,31 @@ async def ack_before_durable(broker: Broker) -> asyncio.Task[object]:
     assert await broker.ack(NAMESPACE, "jobs", [delivery.receipt]) == [None]
     assert not published.done()
     return published
+
+
+async def ack_before_durable_then_fail(
+    broker: Broker, held_sync: HeldSync, partitions: int = 1
+) -> None:
+    """A queue ``jobs`` whose partition 0 is stopped: the fsync of a message that went
+    out early failed."""
+    await broker.create_queue(
+        NAMESPACE, "jobs", partitions=partitions, dead_letter=False, early_delivery=True
+    )
+    held_sync.fail = True
+    message = Message(subject="jobs", payload=b"lost", key=key_of_partition(0, partitions))
+    published = asyncio.create_task(broker.publish(NAMESPACE, [message]))
+    await broker.fetch(NAMESPACE, "jobs", consumer_id="a", max_messages=1, wait_ms=2_000)
+    held_sync.release()
+    with pytest.raises(StorageFailed):
+        await published
+
+
+def key_of_partition(partition: int, partitions: int) -> str:
+    return next(
+        key
+        for key in (f"key-{number}" for number in range(1_000))
+        if partition_for_key(key, partitions) == partition
+    )
 
 
 async def test_an_early_subscription_gets_a_message_before_its_fsync(
@@ -108,11 +136,17 @@ async def test_an_ack_before_the_fsync_is_saved_only_once_durable(
 
 
 async def test_a_shutdown_saves_the_acks_of_early_deliveries_once_durable(
-    open_broker: BrokerFactory, held_sync: HeldSync
+    open_broker: BrokerFactory, held_sync: HeldSync, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broker = await open_broker(checkpoint_interval_ms=QUIET_MS)  # only the final save
     published = await ack_before_durable(broker)
-    asyncio.get_running_loop().call_later(0.05, held_sync.release)  # while closing
+    real_flush = LocalPartitionLog.flush
+
+    async def flush_released(log: LocalPartitionLog) -> None:
+        held_sync.release()  # the held pass goes on only once the close flushes
+        await real_flush(log)
+
+    monkeypatch.setattr(LocalPartitionLog, "flush", flush_released)
     await broker.close()
     assert published.done() and not published.exception()
     restarted = await open_broker()
@@ -146,6 +180,42 @@ async def test_a_failed_fsync_after_an_early_delivery_stops_the_partition_until_
         NAMESPACE, "jobs", consumer_id="a", max_messages=1, wait_ms=2_000
     )
     assert delivery.message.payload == b"after"
+
+
+async def test_a_failed_fsync_of_messages_no_cursor_took_early_does_not_stop_the_partition(
+    broker: Broker, held_sync: HeldSync
+) -> None:
+    await broker.create_queue(NAMESPACE, "jobs", dead_letter=False, early_delivery=True)
+    held_sync.release()
+    for _ in range(0, TAIL_OFFER_MESSAGES, 512):  # the cursor holds these: it takes no more
+        await broker.publish(NAMESPACE, [Message(subject="jobs", payload=b"b") for _ in range(512)])
+    held_sync.fail = True
+    with pytest.raises(Unavailable) as failed:  # rolled back, never delivered
+        await publish(broker, b"lost")
+    assert not isinstance(failed.value, StorageFailed)
+    [result] = await publish(broker, b"kept")
+    assert result.offset == TAIL_OFFER_MESSAGES
+    assert broker.metrics().streams[0].failed_partitions == 0
+
+
+async def test_a_stopped_partition_refuses_an_id_again_and_again_without_a_claim_left(
+    broker: Broker, held_sync: HeldSync
+) -> None:
+    await ack_before_durable_then_fail(broker, held_sync)
+    for _ in range(2):
+        message = Message(subject="jobs", payload=b"x", id="same")
+        with pytest.raises(StorageFailed):
+            await asyncio.wait_for(broker.publish(NAMESPACE, [message]), 5)
+
+
+async def test_keyless_messages_go_to_the_partitions_still_taking_appends(
+    broker: Broker, held_sync: HeldSync
+) -> None:
+    await ack_before_durable_then_fail(broker, held_sync, partitions=3)
+    results = await broker.publish(
+        NAMESPACE, [Message(subject="jobs", payload=b"k") for _ in range(6)]
+    )
+    assert sorted(result.partition for result in results) == [1, 1, 1, 2, 2, 2]
 
 
 async def test_a_publish_touching_a_stopped_partition_writes_nothing(

@@ -19,8 +19,8 @@ from tests.server.conftest import expect_error
 
 
 @pytest.fixture
-def held_sync(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldSync]:
-    held = hold_fsync(monkeypatch)
+def held_sync(monkeypatch: pytest.MonkeyPatch, namespace: str) -> Iterator[HeldSync]:
+    held = hold_fsync(monkeypatch, namespace)  # the server is shared with other tests
     yield held
     held.release()
 

@@ -97,3 +97,14 @@ def test_partitioner_uses_the_key_when_there_is_one() -> None:
 @given(st.text(), st.integers(1, 64))
 def test_partitioner_agrees_with_partition_for_key(key: str, partitions: int) -> None:
     assert Partitioner(partitions).choose(key) == partition_for_key(key, partitions)
+
+
+def test_keyless_messages_avoid_the_partitions_avoided_while_one_is_left() -> None:
+    partitioner = Partitioner(4)
+    partitioner.avoid(1)
+    partitioner.avoid(2)
+    assert [partitioner.choose(None) for _ in range(6)] == [0, 3, 0, 3, 0, 3]
+    assert partitioner.choose("k") == partition_for_key("k", 4)  # a key keeps its partition
+    partitioner.avoid(0)
+    partitioner.avoid(3)  # none left: round robin over all again
+    assert sorted(partitioner.choose(None) for _ in range(4)) == [0, 1, 2, 3]

@@ -1,6 +1,9 @@
 """Crash test: SIGKILL the broker at random moments while it publishes with confirms and
 consumes with acks; restart it each time; count. Once with delivery after the fsync,
 once with ``early_delivery`` (consumers get and ack messages before they are durable).
+A killed process leaves what it wrote in the page cache, so the early run checks the
+offers, acks and restarts under kills; what keeps early delivery safe when the
+machine itself goes down is tested in ``tests/broker/test_early_delivery.py``.
 
 Asserts that no confirmed message is lost and that every message delivered but
 not acked before a crash is delivered again; prints the duplicates (allowed by

@@ -60,6 +60,7 @@ from relaymq.errors import (
     PartitionNotFound,
     RelayError,
     ShuttingDown,
+    StoreClosed,
     StreamExists,
     SubscriptionExists,
     SubscriptionNotFound,
@@ -161,8 +162,8 @@ class Broker:
         self._maintenance.start()
 
     async def close(self) -> None:
-        """Stop the timers, let the appends in flight finish, save every checkpoint,
-        flush and close the store."""
+        """Wake the fetchers, let the appends in flight finish, stop the timers, save
+        every checkpoint, flush and close the store."""
         if self._closed:
             return
         self._closed = True
@@ -180,12 +181,12 @@ class Broker:
     async def _flush_logs(self) -> None:
         """Wait for every append in flight: a checkpoint leaves out acks of messages
         not durable yet (early delivery), so the last one is saved after them."""
-        for stream in self._all_streams():
-            for log in stream.logs:
-                try:
-                    await log.flush()
-                except Exception as error:  # those appends failed, and their callers heard
-                    logger.warning("stream %r: appends at close failed: %r", stream.name, error)
+        logs = [(stream.name, log) for stream in self._all_streams() for log in stream.logs]
+        # Together, so that they share fsync passes; a failure was told to its appends.
+        outcomes = await asyncio.gather(*(log.flush() for _, log in logs), return_exceptions=True)
+        for (name, _), outcome in zip(logs, outcomes, strict=True):
+            if isinstance(outcome, Exception) and not isinstance(outcome, StoreClosed):
+                logger.warning("stream %r: appends in flight at close failed: %r", name, outcome)
 
     def ready(self) -> bool:
         """Whether the broker is open and accepting work."""

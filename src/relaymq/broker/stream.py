@@ -78,7 +78,8 @@ class _AppendJoin:
 
     def done(self, error: BaseException | None) -> None:
         """One partition is done (``None``: durable)."""
-        if error is not None and self.error is None:
+        # A stopped partition's error wins: unlike a retryable one, it says not to retry.
+        if error is not None and (self.error is None or isinstance(error, StorageFailed)):
             self.error = error
         self.remaining -= 1
         if self.remaining == 0:
@@ -406,9 +407,11 @@ class StreamHandle:
                 error,
             )
             self._failed_partitions[partition] = error
+            self._partitioner.avoid(partition)
         return self._storage_failed(partition, self._failed_partitions[partition])
 
     def _storage_failed(self, partition: int, cause: BaseException) -> StorageFailed:
+        """The error of an append to a partition stopped by ``cause``."""
         return StorageFailed(
             f"partition {partition} of stream {self.name!r} takes no appends after a failed "
             f"write of messages already delivered ({cause}); restart the server",

@@ -369,7 +369,9 @@ class SubscriptionHandle:
         checkpoints = {}
         for partition, checkpoint in self.dispatcher.checkpoints().items():
             # Early deliveries can be acked before they are durable; what is said of
-            # them waits (the next call saves again) until the log has them on disk.
+            # them waits (the next call saves again) until the log has them on disk,
+            # which after a failed append (a stopped partition) is never: saved at
+            # every interval until the restart then.
             durable = checkpoint.below(self.stream.logs[partition].next_offset)
             self._dirty = self._dirty or durable is not checkpoint
             checkpoints[partition] = durable

@@ -63,19 +63,30 @@ class RoundRobinPartitioner:
 
 
 class Partitioner:
-    """Partition choice for one stream: by key hash when there is a key, else round robin."""
+    """Partition choice for one stream: by key hash when there is a key, else round robin
+    over the partitions not avoided."""
 
-    __slots__ = ("_round_robin", "partitions")
+    __slots__ = ("_avoided", "_round_robin", "partitions")
 
     def __init__(self, partitions: int, start: int = 0) -> None:
         _check_partitions(partitions)
         self.partitions = partitions
         self._round_robin = RoundRobinPartitioner(partitions, start)
+        self._avoided: set[int] = set()
+
+    def avoid(self, partition: int) -> None:
+        """Give keyless messages to the other partitions from now on, while one is left
+        (a key's partition never changes)."""
+        self._avoided.add(partition)
 
     def choose(self, key: str | None) -> int:
         """The partition for a message with ``key`` (``None``: no key; ``""`` is a key)."""
         if key is None:
-            return self._round_robin.next()
+            partition = self._round_robin.next()
+            if self._avoided and len(self._avoided) < self.partitions:
+                while partition in self._avoided:
+                    partition = self._round_robin.next()
+            return partition
         # One partition needs no hash; the result is the same either way.
         if self.partitions == 1:
             return 0
