@@ -208,6 +208,23 @@ async def test_a_stopped_partition_refuses_an_id_again_and_again_without_a_claim
             await asyncio.wait_for(broker.publish(NAMESPACE, [message]), 5)
 
 
+async def test_a_publish_of_an_id_in_flight_shares_the_stop_of_the_original(
+    broker: Broker, held_sync: HeldSync
+) -> None:
+    await broker.create_queue(NAMESPACE, "jobs", dead_letter=False, early_delivery=True)
+    held_sync.fail = True
+    message = Message(subject="jobs", payload=b"x", id="same")
+    original = asyncio.create_task(broker.publish(NAMESPACE, [message]))
+    await broker.fetch(NAMESPACE, "jobs", consumer_id="a", max_messages=1, wait_ms=2_000)
+    again = Message(subject="jobs", payload=b"x", id="same")
+    duplicate = asyncio.create_task(broker.publish(NAMESPACE, [again]))  # waits for it
+    await asyncio.sleep(0.01)
+    held_sync.release()
+    for publishing in (original, duplicate):
+        with pytest.raises(StorageFailed):  # storage_failed, not retried, for both
+            await asyncio.wait_for(publishing, 5)
+
+
 async def test_keyless_messages_go_to_the_partitions_still_taking_appends(
     broker: Broker, held_sync: HeldSync
 ) -> None:

@@ -9,7 +9,6 @@ only once the store made the messages durable (as its fsync policy promises).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -282,14 +281,19 @@ class StreamHandle:
         ids (in flight when it came) are done."""
         await outcome
         for index, message_id, waiter in waits:
-            with contextlib.suppress(StorageFull):
+            failure: StorageFull | StorageFailed | None = None
+            try:
                 # Shielded: the claim is the other call's, shared by all its waiters, and
                 # this caller's cancellation must not cancel it under them.
                 await asyncio.shield(waiter)
+            except (StorageFull, StorageFailed) as error:
+                failure = error
             # Even when the original call failed, this id may have landed (another
             # partition of that call): the dedup window is the truth.
             location = self._dedup.lookup(message_id, now_ms)
             if location is None:
+                if isinstance(failure, StorageFailed):  # so that it is not retried either
+                    raise StorageFailed(failure.message, id=message_id, **failure.details)
                 raise StorageFull("the original publish failed", id=message_id)
             results[index] = PublishResult(
                 stream=self.name, partition=location[0], offset=location[1], duplicate=True
@@ -329,7 +333,9 @@ class StreamHandle:
         if claim.done():
             return
         if error is not None:
-            claim.set_exception(StorageFull("the original publish failed"))
+            if not isinstance(error, StorageFailed):
+                error = StorageFull("the original publish failed")
+            claim.set_exception(error)
             claim.exception()  # nobody may be waiting; mark it retrieved
         else:
             claim.set_result(None)
