@@ -20,7 +20,8 @@ pass, and every pass when there is no worker, goes to up to
 ``PARALLEL_FSYNCS`` threads (fsyncs of different files overlap on the device).
 Either way one callback comes back to the loop and calls each waiting append's
 ``done`` callback directly (:meth:`GroupCommitter.schedule`: no executor
-futures, tasks or ``gather`` in between).
+futures, tasks or ``gather`` in between); after a long stall, with thousands
+waiting, a slice at a time (:class:`OutcomeQueue`).
 
 The partition side of a pass is :class:`Syncable`: ``prepare_sync`` (event loop,
 snapshot what is written and pin the files), ``datasync_target`` (whether the
@@ -49,6 +50,12 @@ logger = logging.getLogger("relaymq.store")
 
 FsyncObserver = Callable[[float], None]
 PARALLEL_FSYNCS = 8
+# A pass that made many appends durable tells them a slice of about this long at a
+# time, and the event loop serves its sockets in between. Telling them all in one
+# step (their results, ids and confirms cost some 20 us each) held every delivery
+# behind it: 11 ms after a 0.5 s stall at 10,000 msg/s (docs/performance.md,
+# finding 48).
+TELL_SLICE_SECONDS = 0.0005
 
 Results = dict["Syncable", "BaseException | None"]
 PassDone = Callable[[Results], None]
@@ -108,6 +115,66 @@ class SyncPass:
             return self.pending_groups == 0
 
 
+class OutcomeQueue:
+    """The outcomes of finished passes, told to their waiting appends in pass order,
+    a slice of :data:`TELL_SLICE_SECONDS` per event-loop step.
+
+    A pass with few appends is told at once, in the step that finished it, as
+    before. Only a backlog (a long fsync stall let thousands of appends pile up)
+    is spread over steps, so the loop reads publishes and sends deliveries between
+    slices. Later passes queue behind, so appends always hear in the order they
+    were made durable."""
+
+    def __init__(self, on_idle: Callable[[], None]) -> None:
+        self._outcomes: deque[tuple[list[AppendDone], BaseException | None]] = deque()
+        self._told = 0  # how many of the first outcome's waiters were told
+        self._scheduled = False
+        self._on_idle = on_idle
+
+    @property
+    def idle(self) -> bool:
+        """Whether every outcome was told."""
+        return not self._outcomes
+
+    def tell(self, waiters: list[AppendDone], error: BaseException | None) -> None:
+        """Tell ``waiters`` their pass's outcome: now, unless earlier ones still wait
+        for their turn (a slice is scheduled: these follow them)."""
+        self._outcomes.append((waiters, error))
+        if not self._scheduled:
+            self._tell_slice()
+
+    def _tell_slice(self) -> None:
+        self._scheduled = False
+        deadline = time.perf_counter() + TELL_SLICE_SECONDS
+        outcomes = self._outcomes
+        while outcomes:
+            waiters, error = outcomes[0]
+            while self._told < len(waiters):
+                done = waiters[self._told]
+                self._told += 1
+                try:
+                    done(error)
+                except Exception:  # one append's bug must not stop the others
+                    logger.exception("an append's completion failed")
+                if time.perf_counter() >= deadline:
+                    self._schedule_rest()
+                    return
+            outcomes.popleft()
+            self._told = 0
+        self._on_idle()
+
+    def _schedule_rest(self) -> None:
+        """End the slice; the next event-loop step tells the rest (if any)."""
+        if self._told == len(self._outcomes[0][0]):
+            self._outcomes.popleft()
+            self._told = 0
+        if not self._outcomes:
+            self._on_idle()
+            return
+        self._scheduled = True
+        asyncio.get_running_loop().call_soon(self._tell_slice)
+
+
 class GroupCommitter:
     """Runs fsync passes for every partition of one store on its own threads."""
 
@@ -129,6 +196,7 @@ class GroupCommitter:
         # with one in flight, the callbacks of the passes queued behind it.
         self._serial: dict[Syncable, deque[PassDone]] = {}
         self._idle_waiters: list[asyncio.Future[None]] = []
+        self._outcomes = OutcomeQueue(self._wake_idle_waiters)
         self.passes = 0
 
     async def start_process(self) -> None:
@@ -146,7 +214,7 @@ class GroupCommitter:
         failed for ``log``. No task or future in between: an append's caller resumes
         one loop step after its pass, however many callbacks are ready."""
         if self.policy is FsyncPolicy.ALWAYS:
-            self._run_serial(log, lambda results: _tell([done], results[log]))
+            self._run_serial(log, lambda results: self._outcomes.tell([done], results[log]))
         else:
             self._waiting.setdefault(log, []).append(done)
             if not self._batch_running:
@@ -172,7 +240,7 @@ class GroupCommitter:
     async def close(self) -> None:
         """Wait for the passes in flight and stop the threads."""
         loop = asyncio.get_running_loop()
-        while self._batch_running or self._serial:
+        while self._batch_running or self._serial or not self._outcomes.idle:
             await self._until_idle(loop)
         with self._threads_lock:
             threads, self._threads = self._threads, []
@@ -197,9 +265,7 @@ class GroupCommitter:
         if self._waiting:
             self._start_batch()  # appends that wrote meanwhile: the next pass, at once
         for log, waiters in waiting.items():
-            _tell(waiters, results[log])
-        if self._idle_waiters:  # close() waits for the passes to end
-            self._wake_idle_waiters()
+            self._outcomes.tell(waiters, results[log])
 
     # -- passes one at a time per log (always) ---------------------------------------------
 
@@ -219,8 +285,7 @@ class GroupCommitter:
             self._launch([log], lambda results: self._serial_done(log, following, results))
             return
         del self._serial[log]
-        if self._idle_waiters:  # close() waits for the passes to end
-            self._wake_idle_waiters()
+        self._wake_idle_waiters()  # close() waits for the passes to end
 
     # -- running a pass ---------------------------------------------------------------------
 
@@ -351,16 +416,9 @@ class GroupCommitter:
         await waiter
 
     def _wake_idle_waiters(self) -> None:
+        if not self._idle_waiters:
+            return
         waiters, self._idle_waiters = self._idle_waiters, []
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
-
-
-def _tell(waiters: list[AppendDone], error: BaseException | None) -> None:
-    """Tell waiting appends their pass's outcome; one's bug must not stop the others."""
-    for done in waiters:
-        try:
-            done(error)
-        except Exception:
-            logger.exception("an append's completion failed")
