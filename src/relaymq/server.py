@@ -36,6 +36,7 @@ from relaymq.auth.security import Security
 from relaymq.broker import Broker
 from relaymq.config import Settings
 from relaymq.logging import configure_logging
+from relaymq.runtime import tune_garbage_collector
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,11 @@ class DrainingUvicorn(uvicorn.Server):
 class Server:
     """Owns one broker and the uvicorn server that serves its HTTP app."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_built: Callable[[], None] | None = None) -> None:
+        """``on_built`` runs once the broker is open and the app is built, before
+        the server listens (``relaymq serve`` tunes the garbage collector there)."""
         self.settings = settings
+        self._on_built = on_built
         self.app: FastAPI | None = None
         self.started = threading.Event()
         self._uvicorn: uvicorn.Server | None = None
@@ -75,6 +79,8 @@ class Server:
             announce_admin_key(await security.bootstrap())
             self.app = create_app(broker, self.settings, security)
             self._uvicorn = DrainingUvicorn(self.uvicorn_config(self.app), self.app)
+            if self._on_built is not None:
+                self._on_built()
             if self._shutdown_requested:
                 return
             await self._serve_until_stopped(sockets)
@@ -173,7 +179,10 @@ def announce_admin_key(token: str | None) -> None:
 def run(settings: Settings) -> None:
     """Run a server in this process until SIGTERM or SIGINT (the ``relaymq serve`` body)."""
     configure_logging(settings.log_level, settings.log_format)
-    server = Server(settings)
+    # The broker's and the app's start-up objects (routes, validators, recovered
+    # state) live as long as the process: frozen once built, no young collection
+    # walks them (runtime.py; docs/performance.md, finding 48).
+    server = Server(settings, on_built=tune_garbage_collector)
     with handled_shutdown_signals(lambda: server.request_shutdown()):
         run_event_loop(server.serve())
     logger.info("stopped")

@@ -58,8 +58,6 @@ def serve(**flags: object) -> None:
         raise click.UsageError(error.message) from error
     # Imported here so that ``relaymq --help`` and other subcommands do not load
     # the web stack.
-    from relaymq.runtime import tune_garbage_collector
     from relaymq.server import run
 
-    tune_garbage_collector()
     run(settings)

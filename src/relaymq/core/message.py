@@ -11,8 +11,14 @@ from __future__ import annotations
 import msgspec
 
 
-class Message(msgspec.Struct, kw_only=True):
-    """A message. Times are milliseconds since the Unix epoch (UTC)."""
+class Message(msgspec.Struct, kw_only=True, gc=False):
+    """A message. Times are milliseconds since the Unix epoch (UTC).
+
+    Not tracked by the garbage collector (``gc=False``, subclasses too): its fields
+    are strings, bytes, numbers and a dict of strings, so it can never be part of a
+    reference cycle, and a broker holds many thousands of messages (windows, the
+    appends waiting for their fsync) that a collection would otherwise walk, on
+    the latency path (``docs/performance.md``, finding 48)."""
 
     subject: str
     payload: bytes = b""
