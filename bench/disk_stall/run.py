@@ -36,7 +36,7 @@ def main() -> int:
         parser.error("--stall is PERIOD:LONG_MS:NEXT_MS, e.g. 2:500:40")
     if period <= 0 or long_ms < 0 or next_ms < 0:
         parser.error("--stall needs a positive period and stalls of 0 ms or more")
-    arguments = [part for part in options.bench if part != "--"]
+    arguments = options.bench[1:] if options.bench[:1] == ["--"] else options.bench
     paths = [str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]
     environment = {
         **os.environ,

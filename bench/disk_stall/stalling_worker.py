@@ -1,10 +1,13 @@
 """The fsync worker process with a disk that stalls on a schedule.
 
 ``RELAYMQ_BENCH_STALL=PERIOD:LONG_MS:NEXT_MS``: every ``PERIOD`` seconds one
-``fdatasync`` takes ``LONG_MS`` milliseconds longer, and the one after it ``NEXT_MS``
-longer (a stalled disk rarely recovers in one sync). Then it runs the real worker
-(``RELAYMQ_BENCH_REAL_WORKER``), whose syncs go through the patched call. The
-worker runs isolated (``-I -S``), so this file imports nothing of RelayMQ.
+``fdatasync`` takes ``LONG_MS`` milliseconds longer, and the one started after it
+``NEXT_MS`` longer (a stalled disk rarely recovers in one sync; when the worker
+syncs several files at once, that may be another file's). Then it runs the real
+worker (``RELAYMQ_BENCH_REAL_WORKER``), whose syncs go through the patched call.
+Only the worker's syncs stall: a pass the server runs on its own threads (a new
+segment, a directory, the fallback when the worker is busy or gone) does not.
+The worker runs isolated (``-I -S``), so this file imports nothing of RelayMQ.
 """
 
 from __future__ import annotations

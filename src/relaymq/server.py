@@ -36,7 +36,7 @@ from relaymq.auth.security import Security
 from relaymq.broker import Broker
 from relaymq.config import Settings
 from relaymq.logging import configure_logging
-from relaymq.runtime import tune_garbage_collector
+from relaymq.runtime import freeze_start_up_objects
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def run(settings: Settings) -> None:
     # The broker's and the app's start-up objects (routes, validators, recovered
     # state) live as long as the process: frozen once built, no young collection
     # walks them (runtime.py; docs/performance.md, finding 48).
-    server = Server(settings, on_built=tune_garbage_collector)
+    server = Server(settings, on_built=freeze_start_up_objects)
     with handled_shutdown_signals(lambda: server.request_shutdown()):
         run_event_loop(server.serve())
     logger.info("stopped")

@@ -1,10 +1,12 @@
 """Local store only: how a finished fsync pass tells its appends (the group committer's
-:class:`~relaymq.store.local.commit.OutcomeQueue`): in order, and a slice at a time,
-so the event loop serves other work while a backlog is told."""
+:class:`~relaymq.store.local.commit.OutcomeQueue`): in order, a slice at a time so
+the event loop serves other work while a backlog is told, and a failure at once."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,36 +15,47 @@ import pytest
 
 from relaymq.store.base import AppendDone
 from relaymq.store.local import LocalStore, commit
-from relaymq.store.local.log import LocalPartitionLog
-from tests.fsync_control import hold_fsync
+from relaymq.store.local.log import LocalPartitionLog, SyncJob
 
 from .test_conformance import make_batch
 
 PARTITION = ("tenant", "orders", 0)
 BACKLOG = 200
+# Telling a backlog this slowly (0.2 s in all) lets a pass started meanwhile finish
+# before the backlog's end, even on a loaded machine (the tests check that it did).
+SLOW_TELLING_SECONDS = 0.001
 
 
 class Recorder:
-    """What happened, in order: each append's completion (by offset) and each turn
-    of a task that only yields to the loop."""
+    """What happened, in order: each append told (``("done", offset)``, or
+    ``("failed", offset)``), each pass finished (``("pass", end)``, or
+    ``("rollback", end)``), and each turn of a task that only yields to the loop."""
 
     def __init__(self, seconds_per_append: float = 0.0) -> None:
         self.events: list[tuple[str, int]] = []
-        self.errors: list[BaseException] = []
         self.seconds_per_append = seconds_per_append
 
-    def done(self, offset: int) -> AppendDone:
+    def done(self, offset: int, then: Callable[[], None] | None = None) -> AppendDone:
         def told(error: BaseException | None) -> None:
-            if error is not None:
-                self.errors.append(error)
-            self.events.append(("done", offset))
+            self.events.append(("done" if error is None else "failed", offset))
             if self.seconds_per_append:
                 time.sleep(self.seconds_per_append)  # an append's confirm costs time
+            if then is not None:
+                then()
 
         return told
 
-    def told_offsets(self) -> list[int]:
-        return [value for kind, value in self.events if kind == "done"]
+    def told(self) -> list[int]:
+        return [value for kind, value in self.events if kind in ("done", "failed")]
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.events]
+
+    def index(self, event: tuple[str, int]) -> int:
+        return self.events.index(event)
+
+    def ticks_between(self, first: int, last: int) -> int:
+        return self.kinds()[first:last].count("tick")
 
     async def tick_until(self, stop: asyncio.Event) -> None:
         turn = 0
@@ -51,15 +64,45 @@ class Recorder:
             turn += 1
             await asyncio.sleep(0)
 
-    def ticks_while_telling(self) -> int:
-        kinds = [kind for kind, _ in self.events]
-        first, last = kinds.index("done"), len(kinds) - 1 - kinds[::-1].index("done")
-        return kinds[first:last].count("tick")
+
+class ControlledSync:
+    """Passes wait for :meth:`release`, then skip the real fsync (order, not
+    durability, is under test) or fail when told to; each finished pass is
+    recorded with the end offset it covered."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, recorder: Recorder) -> None:
+        self.gate = threading.Event()
+        self.failures = 0
+        real_finish_sync = LocalPartitionLog.finish_sync
+
+        def run_sync(log: LocalPartitionLog, job: SyncJob) -> None:
+            self.gate.wait(10)
+            if self.failures:
+                self.failures -= 1
+                raise OSError(errno.EIO, "injected I/O error")
+
+        def finish_sync(
+            log: LocalPartitionLog, job: SyncJob, error: OSError | None
+        ) -> BaseException | None:
+            recorder.events.append(("pass" if error is None else "rollback", job.mark.next_offset))
+            return real_finish_sync(log, job, error)
+
+        monkeypatch.setattr(LocalPartitionLog, "run_sync", run_sync)
+        monkeypatch.setattr(LocalPartitionLog, "datasync_target", lambda log, job: None)
+        monkeypatch.setattr(LocalPartitionLog, "finish_sync", finish_sync)
+
+    def release(self) -> None:
+        self.gate.set()
 
 
-def append_one(log: LocalPartitionLog, recorder: Recorder, position: int) -> None:
+def append_one(
+    log: LocalPartitionLog,
+    recorder: Recorder,
+    position: int,
+    then: Callable[[], None] | None = None,
+) -> None:
     """Write message ``position`` at offset ``position`` (appends follow each other)."""
-    assert log.start_append(make_batch(position, 1), recorder.done(position)) == position
+    assert log.start_append(make_batch(position, 1), recorder.done(position, then)) == position
 
 
 async def until(condition: Callable[[], object], seconds: float = 10) -> None:
@@ -68,68 +111,118 @@ async def until(condition: Callable[[], object], seconds: float = 10) -> None:
             await asyncio.sleep(0.001)
 
 
+@pytest.fixture
+async def log(tmp_path: Path) -> LocalPartitionLog:
+    store = await LocalStore.open(tmp_path, min_free_bytes=0)
+    partition_log = await store.open_partition(*PARTITION)
+    yield partition_log  # type: ignore[misc]
+    await store.close()
+
+
+async def test_a_small_pass_is_told_in_the_step_that_finished_it(
+    log: LocalPartitionLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder()
+    sync = ControlledSync(monkeypatch, recorder)
+    for position in range(3):
+        append_one(log, recorder, position)
+    stop = asyncio.Event()
+    ticker = asyncio.create_task(recorder.tick_until(stop))
+    sync.release()
+    await until(lambda: len(recorder.told()) == 3)
+    stop.set()
+    await ticker
+    assert recorder.told() == [0, 1, 2]
+    for offset in range(3):  # no loop step between a pass and its appends hearing
+        kinds = recorder.kinds()
+        told_at = recorder.index(("done", offset))
+        assert kinds[told_at - 1] in ("pass", "done")
+
+
 async def test_a_backlog_is_told_in_order_and_in_slices(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    log: LocalPartitionLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(commit, "TELL_SLICE_SECONDS", 0.0)  # one append per slice
-    held = hold_fsync(monkeypatch)
-    store = await LocalStore.open(tmp_path, min_free_bytes=0)
-    log = await store.open_partition(*PARTITION)
     recorder = Recorder()
+    sync = ControlledSync(monkeypatch, recorder)
     for position in range(BACKLOG):  # one pass runs (held), the rest wait for the next
         append_one(log, recorder, position)
     stop = asyncio.Event()
     ticker = asyncio.create_task(recorder.tick_until(stop))
-    held.release()
-    await until(lambda: len(recorder.told_offsets()) == BACKLOG)
+    sync.release()
+    await until(lambda: len(recorder.told()) == BACKLOG)
     stop.set()
     await ticker
-    assert recorder.told_offsets() == list(range(BACKLOG))
-    assert recorder.errors == []
+    assert recorder.told() == list(range(BACKLOG))
     # Between the first append told and the last, the loop ran other work many times.
-    assert recorder.ticks_while_telling() >= BACKLOG // 2
-    await store.close()
+    first, last = recorder.index(("done", 0)), recorder.index(("done", BACKLOG - 1))
+    assert recorder.ticks_between(first, last) >= BACKLOG // 2
 
 
 async def test_a_later_pass_is_told_after_the_backlog_of_an_earlier_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    log: LocalPartitionLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(commit, "TELL_SLICE_SECONDS", 0.0)
-    held = hold_fsync(monkeypatch)
-    store = await LocalStore.open(tmp_path, min_free_bytes=0)
-    log = await store.open_partition(*PARTITION)
-    recorder = Recorder(seconds_per_append=0.0002)  # the backlog outlasts a fresh pass
-    later: list[int] = []
+    recorder = Recorder(seconds_per_append=SLOW_TELLING_SECONDS)
+    sync = ControlledSync(monkeypatch, recorder)
 
-    def first_told(error: BaseException | None) -> None:
-        recorder.events.append(("done", 0))
-        # Written while the backlog is being told: a new pass syncs these (the gate is
-        # open) and finishes before the backlog's last slice.
+    def write_more() -> None:  # while the backlog is being told: a new pass syncs these
         for position in range(BACKLOG, BACKLOG + 10):
-            later.append(position)
             append_one(log, recorder, position)
 
-    assert log.start_append(make_batch(0, 1), first_told) == 0
-    for position in range(1, BACKLOG):
+    append_one(log, recorder, 0)
+    append_one(log, recorder, 1, then=write_more)
+    for position in range(2, BACKLOG):
         append_one(log, recorder, position)
-    held.release()
-    await until(lambda: len(recorder.told_offsets()) == BACKLOG + 10)
-    assert recorder.told_offsets() == list(range(BACKLOG + 10))
-    assert later and recorder.errors == []
-    await store.close()
+    sync.release()
+    await until(lambda: len(recorder.told()) == BACKLOG + 10)
+    assert recorder.told() == list(range(BACKLOG + 10))
+    # The later pass did finish while the backlog was still being told.
+    assert recorder.index(("pass", BACKLOG + 10)) < recorder.index(("done", BACKLOG - 1))
 
 
-async def test_closing_waits_until_every_append_was_told(
+async def test_a_failed_pass_is_told_in_the_step_of_its_rollback(
+    log: LocalPartitionLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(commit, "TELL_SLICE_SECONDS", 0.0)
+    recorder = Recorder(seconds_per_append=SLOW_TELLING_SECONDS)
+    sync = ControlledSync(monkeypatch, recorder)
+
+    def write_doomed() -> None:  # while the backlog is being told: its pass fails
+        sync.failures = 1
+        append_one(log, recorder, BACKLOG)
+
+    append_one(log, recorder, 0)
+    append_one(log, recorder, 1, then=write_doomed)
+    for position in range(2, BACKLOG):
+        append_one(log, recorder, position)
+    stop = asyncio.Event()
+    ticker = asyncio.create_task(recorder.tick_until(stop))
+    sync.release()
+    await until(lambda: ("failed", BACKLOG) in recorder.events)
+    stop.set()
+    await ticker
+    rollback = recorder.index(("rollback", BACKLOG + 1))
+    failed = recorder.index(("failed", BACKLOG))
+    assert rollback < recorder.index(("done", BACKLOG - 1))  # amid the backlog's slices
+    # The backlog before it and the failure were told at once: no append could start
+    # at the rolled-back offset before the failure was known.
+    assert recorder.told() == list(range(BACKLOG + 1))
+    assert recorder.ticks_between(rollback, failed) == 0
+    assert log.start_append(make_batch(BACKLOG, 1), recorder.done(BACKLOG)) == BACKLOG
+
+
+async def test_closing_the_store_waits_until_every_append_was_told(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(commit, "TELL_SLICE_SECONDS", 0.0)
-    held = hold_fsync(monkeypatch)
+    recorder = Recorder()
+    sync = ControlledSync(monkeypatch, recorder)
     store = await LocalStore.open(tmp_path, min_free_bytes=0)
     log = await store.open_partition(*PARTITION)
-    recorder = Recorder()
     for position in range(BACKLOG):
         append_one(log, recorder, position)
-    held.release()
-    await until(lambda: recorder.told_offsets())  # the backlog is being told
+    sync.release()
+    await until(lambda: recorder.told())  # the backlog is being told
     await store.close()
-    assert recorder.told_offsets() == list(range(BACKLOG))
+    assert recorder.told() == list(range(BACKLOG))

@@ -58,6 +58,8 @@ def serve(**flags: object) -> None:
         raise click.UsageError(error.message) from error
     # Imported here so that ``relaymq --help`` and other subcommands do not load
     # the web stack.
+    from relaymq.runtime import collect_less_often
     from relaymq.server import run
 
+    collect_less_often()
     run(settings)

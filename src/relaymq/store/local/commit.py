@@ -123,12 +123,20 @@ class OutcomeQueue:
     before. Only a backlog (a long fsync stall let thousands of appends pile up)
     is spread over steps, so the loop reads publishes and sends deliveries between
     slices. Later passes queue behind, so appends always hear in the order they
-    were made durable."""
+    were made durable. A failed pass is the exception: it is told in the step
+    that rolled its log back, with everything queued before it, so that no append
+    can take a rolled-back offset before the failure is known (the stream stops a
+    partition whose early-delivered messages were rolled back, and must do so
+    before the next append there; ``docs/architecture.md``)."""
 
     def __init__(self, on_idle: Callable[[], None]) -> None:
         self._outcomes: deque[tuple[list[AppendDone], BaseException | None]] = deque()
         self._told = 0  # how many of the first outcome's waiters were told
-        self._scheduled = False
+        self._failures = 0  # queued outcomes that are errors
+        self._scheduled = False  # the next slice waits for the next event-loop step
+        # A completion that tells another outcome (or finishes a pass) while a slice
+        # runs only queues it: the running slice tells it in turn.
+        self._running = False
         self._on_idle = on_idle
 
     @property
@@ -138,41 +146,47 @@ class OutcomeQueue:
 
     def tell(self, waiters: list[AppendDone], error: BaseException | None) -> None:
         """Tell ``waiters`` their pass's outcome: now, unless earlier ones still wait
-        for their turn (a slice is scheduled: these follow them)."""
+        for their turn (then after them; a failure still in this step)."""
         self._outcomes.append((waiters, error))
-        if not self._scheduled:
+        if error is not None:
+            self._failures += 1
+        if not self._running and (error is not None or not self._scheduled):
             self._tell_slice()
 
     def _tell_slice(self) -> None:
         self._scheduled = False
-        deadline = time.perf_counter() + TELL_SLICE_SECONDS
+        self._running = True
+        try:
+            self._tell_until(time.perf_counter() + TELL_SLICE_SECONDS)
+        finally:
+            self._running = False
+        if self._outcomes:
+            if not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._tell_slice)
+        else:
+            self._on_idle()
+
+    def _tell_until(self, deadline: float) -> None:
+        """Tell waiters in order until ``deadline``, but never stop before a queued
+        failure was told."""
         outcomes = self._outcomes
         while outcomes:
             waiters, error = outcomes[0]
-            while self._told < len(waiters):
+            if self._told < len(waiters):
                 done = waiters[self._told]
                 self._told += 1
                 try:
                     done(error)
                 except Exception:  # one append's bug must not stop the others
                     logger.exception("an append's completion failed")
-                if time.perf_counter() >= deadline:
-                    self._schedule_rest()
-                    return
-            outcomes.popleft()
-            self._told = 0
-        self._on_idle()
-
-    def _schedule_rest(self) -> None:
-        """End the slice; the next event-loop step tells the rest (if any)."""
-        if self._told == len(self._outcomes[0][0]):
-            self._outcomes.popleft()
-            self._told = 0
-        if not self._outcomes:
-            self._on_idle()
-            return
-        self._scheduled = True
-        asyncio.get_running_loop().call_soon(self._tell_slice)
+            if self._told >= len(waiters):
+                outcomes.popleft()
+                self._told = 0
+                if error is not None:
+                    self._failures -= 1
+            if not self._failures and time.perf_counter() >= deadline:
+                return
 
 
 class GroupCommitter:
@@ -379,20 +393,22 @@ class GroupCommitter:
 
     def _work_forever(self) -> None:
         """An fsync thread: run pass groups until told to stop."""
-        while True:
-            item = self._work.get()
-            if item is None:
-                return
-            with self._threads_lock:
-                self._idle_threads -= 1
-            sync_pass, group, groups = item
-            last = sync_pass.run_group(group, groups)
-            with self._threads_lock:
-                self._idle_threads += 1
-            if last:
-                # A closed loop raises RuntimeError: nobody is waiting any more.
-                with contextlib.suppress(RuntimeError):
-                    sync_pass.loop.call_soon_threadsafe(self._finish, sync_pass)
+        while (item := self._work.get()) is not None:
+            self._run_group(*item)
+            # Not held while idle: the last pass would keep its logs (a deleted
+            # stream's, with their segments and recent messages) alive until the next.
+            del item
+
+    def _run_group(self, sync_pass: SyncPass, group: int, groups: int) -> None:
+        with self._threads_lock:
+            self._idle_threads -= 1
+        last = sync_pass.run_group(group, groups)
+        with self._threads_lock:
+            self._idle_threads += 1
+        if last:
+            # A closed loop raises RuntimeError: nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                sync_pass.loop.call_soon_threadsafe(self._finish, sync_pass)
 
     def _finish(self, sync_pass: SyncPass) -> None:
         """A pass's fsyncs are done (event loop): publish or roll back, then tell."""
