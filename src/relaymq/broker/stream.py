@@ -85,6 +85,65 @@ class _AppendJoin:
             self.finished(self.error)
 
 
+class _PartitionAppend:
+    """One partition's share of an append call, from its write until the store
+    tells its outcome (the store's ``done`` callback). An object with slots, not a
+    closure: after a long fsync stall thousands of them wait, and a closure is a
+    dozen objects (function, cells) for each young garbage collection to walk
+    (``docs/performance.md``, finding 48)."""
+
+    __slots__ = (
+        "appended",
+        "done",
+        "handed_early",
+        "indexes",
+        "now_ms",
+        "partition",
+        "results",
+        "stream",
+        "told",
+    )
+
+    def __init__(
+        self,
+        stream: StreamHandle,
+        partition: int,
+        batch: _PartitionBatch,
+        results: list[PublishResult | None],
+        now_ms: int,
+        done: Callable[[BaseException | None], None],
+    ) -> None:
+        self.stream = stream
+        self.partition = partition
+        self.indexes, self.appended = batch
+        self.results = results
+        self.now_ms = now_ms
+        self.done = done
+        self.told = False
+        self.handed_early = False  # whether a cursor may have taken the messages early
+
+    def __call__(self, error: BaseException | None) -> None:
+        if self.told:  # a failure after the store had told (a bug): it cannot be reported
+            if error is not None:
+                logger.error(
+                    "appending to %r failed after it was done: %r", self.stream.name, error
+                )
+            return
+        self.told = True
+        stream = self.stream
+        if error is None:
+            try:
+                stream._landed(
+                    self.partition, self.indexes, self.appended, self.results, self.now_ms
+                )
+            except Exception as failure:  # a bug: the caller must still hear
+                logger.exception("recording an append of %r failed", stream.name)
+                error = failure
+        elif self.handed_early:
+            error = stream._fail_partition(self.partition, error)
+        self.done(error)
+
+
 class StreamHandle:
     """The running state of one stream."""
 
@@ -350,34 +409,14 @@ class StreamHandle:
     ) -> None:
         """Write one partition's share of a call; ``done`` hears once when it is durable
         or failed. Subscriptions with ``early_delivery`` get the messages once written."""
-        indexes, appended = batch
-        told = False
-        handed_early = False
-
-        def partition_done(error: BaseException | None) -> None:
-            nonlocal told
-            if told:  # a failure after the store had told (a bug): it cannot be reported
-                if error is not None:
-                    logger.error("appending to %r failed after it was done: %r", self.name, error)
-                return
-            told = True
-            if error is None:
-                try:
-                    self._landed(partition, indexes, appended, results, now_ms)
-                except Exception as failure:  # a bug: the caller must still hear
-                    logger.exception("recording an append of %r failed", self.name)
-                    error = failure
-            elif handed_early:
-                error = self._fail_partition(partition, error)
-            done(error)
-
+        append = _PartitionAppend(self, partition, batch, results, now_ms, done)
         try:
-            self.logs[partition].start_append(appended, partition_done)
+            self.logs[partition].start_append(append.appended, append)
         except Exception as error:  # the append did not go through (or a bug after it)
-            partition_done(error)
+            append(error)
             return
-        if not told:
-            handed_early = self._hand_early(partition, appended)
+        if not append.told:
+            append.handed_early = self._hand_early(partition, append.appended)
 
     def _hand_early(self, partition: int, appended: list[Message]) -> bool:
         """Offer written (not yet durable) messages to the subscriptions that asked for
