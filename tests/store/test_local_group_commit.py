@@ -105,6 +105,17 @@ def append_one(
     assert log.start_append(make_batch(position, 1), recorder.done(position, then)) == position
 
 
+def write_backlog(
+    log: LocalPartitionLog, recorder: Recorder, while_telling: Callable[[], None] | None = None
+) -> None:
+    """Appends 0 to ``BACKLOG - 1``: the first pass (held) takes append 0, the next one
+    the rest; ``while_telling`` runs once append 1, the backlog's first, is told."""
+    append_one(log, recorder, 0)
+    append_one(log, recorder, 1, then=while_telling)
+    for position in range(2, BACKLOG):
+        append_one(log, recorder, position)
+
+
 async def until(condition: Callable[[], object], seconds: float = 10) -> None:
     async with asyncio.timeout(seconds):
         while not condition():
@@ -145,8 +156,7 @@ async def test_a_backlog_is_told_in_order_and_in_slices(
     monkeypatch.setattr(commit, "TELL_SLICE_SECONDS", 0.0)  # one append per slice
     recorder = Recorder()
     sync = ControlledSync(monkeypatch, recorder)
-    for position in range(BACKLOG):  # one pass runs (held), the rest wait for the next
-        append_one(log, recorder, position)
+    write_backlog(log, recorder)
     stop = asyncio.Event()
     ticker = asyncio.create_task(recorder.tick_until(stop))
     sync.release()
@@ -170,10 +180,7 @@ async def test_a_later_pass_is_told_after_the_backlog_of_an_earlier_one(
         for position in range(BACKLOG, BACKLOG + 10):
             append_one(log, recorder, position)
 
-    append_one(log, recorder, 0)
-    append_one(log, recorder, 1, then=write_more)
-    for position in range(2, BACKLOG):
-        append_one(log, recorder, position)
+    write_backlog(log, recorder, while_telling=write_more)
     sync.release()
     await until(lambda: len(recorder.told()) == BACKLOG + 10)
     assert recorder.told() == list(range(BACKLOG + 10))
@@ -192,10 +199,7 @@ async def test_a_failed_pass_is_told_in_the_step_of_its_rollback(
         sync.failures = 1
         append_one(log, recorder, BACKLOG)
 
-    append_one(log, recorder, 0)
-    append_one(log, recorder, 1, then=write_doomed)
-    for position in range(2, BACKLOG):
-        append_one(log, recorder, position)
+    write_backlog(log, recorder, while_telling=write_doomed)
     stop = asyncio.Event()
     ticker = asyncio.create_task(recorder.tick_until(stop))
     sync.release()
@@ -220,8 +224,7 @@ async def test_closing_the_store_waits_until_every_append_was_told(
     sync = ControlledSync(monkeypatch, recorder)
     store = await LocalStore.open(tmp_path, min_free_bytes=0)
     log = await store.open_partition(*PARTITION)
-    for position in range(BACKLOG):
-        append_one(log, recorder, position)
+    write_backlog(log, recorder)
     sync.release()
     await until(lambda: recorder.told())  # the backlog is being told
     await store.close()
