@@ -180,7 +180,7 @@ def run(settings: Settings) -> None:
     """Run a server in this process until SIGTERM or SIGINT (the ``relaymq serve`` body)."""
     configure_logging(settings.log_level, settings.log_format)
     # The broker's and the app's start-up objects (routes, validators, recovered
-    # state) live as long as the process: frozen once built, no young collection
+    # state) live as long as the process: frozen once built, no collection
     # walks them (runtime.py; docs/performance.md, finding 48).
     server = Server(settings, on_built=freeze_start_up_objects)
     with handled_shutdown_signals(lambda: server.request_shutdown()):

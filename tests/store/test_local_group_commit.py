@@ -8,7 +8,7 @@ import asyncio
 import errno
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -123,10 +123,9 @@ async def until(condition: Callable[[], object], seconds: float = 10) -> None:
 
 
 @pytest.fixture
-async def log(tmp_path: Path) -> LocalPartitionLog:
+async def log(tmp_path: Path) -> AsyncIterator[LocalPartitionLog]:
     store = await LocalStore.open(tmp_path, min_free_bytes=0)
-    partition_log = await store.open_partition(*PARTITION)
-    yield partition_log  # type: ignore[misc]
+    yield await store.open_partition(*PARTITION)
     await store.close()
 
 
@@ -229,3 +228,23 @@ async def test_closing_the_store_waits_until_every_append_was_told(
     await until(lambda: recorder.told())  # the backlog is being told
     await store.close()
     assert recorder.told() == list(range(BACKLOG))
+
+
+async def test_a_failure_told_amid_a_backlog_leaves_one_slice_per_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(commit, "TELL_SLICE_SECONDS", 0.0)
+    recorder = Recorder()
+    outcomes = commit.OutcomeQueue(on_idle=lambda: None)
+    outcomes.tell([recorder.done(offset) for offset in range(5)], None)  # 1 told, 4 wait
+    outcomes.tell([recorder.done(5)], OSError(errno.EIO, "failed"))  # all told at once
+    outcomes.tell([recorder.done(offset) for offset in range(6, 12)], None)
+    stop = asyncio.Event()
+    ticker = asyncio.create_task(recorder.tick_until(stop))
+    await until(lambda: len(recorder.told()) == 12)
+    stop.set()
+    await ticker
+    assert recorder.told() == list(range(12))
+    # The later backlog goes one append per step: no second slice was scheduled.
+    kinds = recorder.kinds()[recorder.index(("done", 6)) :]
+    assert all(kinds[index + 1] == "tick" for index in range(0, len(kinds) - 1, 2))

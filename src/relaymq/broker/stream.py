@@ -87,9 +87,10 @@ class _AppendJoin:
 
 class _PartitionAppend:
     """One partition's share of an append call, from its write until the store
-    tells its outcome (the store's ``done`` callback). An object with slots, not a
-    closure: after a long fsync stall thousands of them wait, and a closure is a
-    dozen objects (function, cells) for each young garbage collection to walk
+    tells its outcome: it is the ``done`` given to ``start_append`` (``self.done``
+    is the call's). An object with slots, not a closure: after a long fsync stall
+    thousands of them wait, and each young garbage collection walks one object
+    instead of a function, its closure and a cell per variable
     (``docs/performance.md``, finding 48)."""
 
     __slots__ = (

@@ -119,15 +119,15 @@ class OutcomeQueue:
     """The outcomes of finished passes, told to their waiting appends in pass order,
     a slice of :data:`TELL_SLICE_SECONDS` per event-loop step.
 
-    A pass with few appends is told at once, in the step that finished it, as
-    before. Only a backlog (a long fsync stall let thousands of appends pile up)
-    is spread over steps, so the loop reads publishes and sends deliveries between
-    slices. Later passes queue behind, so appends always hear in the order they
-    were made durable. A failed pass is the exception: it is told in the step
-    that rolled its log back, with everything queued before it, so that no append
-    can take a rolled-back offset before the failure is known (the stream stops a
-    partition whose early-delivered messages were rolled back, and must do so
-    before the next append there; ``docs/architecture.md``)."""
+    A pass with few appends is told at once, in the step that finished it. Only
+    a backlog (a long fsync stall let thousands of appends pile up) is spread over
+    steps, so the loop reads publishes and sends deliveries between slices. Later
+    passes queue behind, so appends always hear in the order they were made
+    durable. A failed pass is the exception: it is told in the step that rolled
+    its log back, with everything queued before it, so that no append can take a
+    rolled-back offset before the failure is known (the stream stops a partition
+    whose early-delivered messages were rolled back, and must do so before the
+    next append there; ``docs/architecture.md``)."""
 
     def __init__(self, on_idle: Callable[[], None]) -> None:
         self._outcomes: deque[tuple[list[AppendDone], BaseException | None]] = deque()
@@ -153,8 +153,13 @@ class OutcomeQueue:
         if not self._running and (error is not None or not self._scheduled):
             self._tell_slice()
 
-    def _tell_slice(self) -> None:
+    def _scheduled_slice(self) -> None:
         self._scheduled = False
+        self._tell_slice()
+
+    def _tell_slice(self) -> None:
+        # A failure may run a slice while one is scheduled: that one stays scheduled
+        # (and finds the rest, or nothing), so a step never runs two slices.
         self._running = True
         try:
             self._tell_until(time.perf_counter() + TELL_SLICE_SECONDS)
@@ -163,7 +168,7 @@ class OutcomeQueue:
         if self._outcomes:
             if not self._scheduled:
                 self._scheduled = True
-                asyncio.get_running_loop().call_soon(self._tell_slice)
+                asyncio.get_running_loop().call_soon(self._scheduled_slice)
         else:
             self._on_idle()
 
@@ -226,7 +231,8 @@ class GroupCommitter:
         the policy): from the pass's completion on the event loop, with ``None``, or
         with what the log's ``finish_sync`` chose (e.g. ``StorageFull``) if the pass
         failed for ``log``. No task or future in between: an append's caller resumes
-        one loop step after its pass, however many callbacks are ready."""
+        one loop step after its pass, however many callbacks are ready, or, behind
+        a backlog of earlier outcomes, in a later slice (:class:`OutcomeQueue`)."""
         if self.policy is FsyncPolicy.ALWAYS:
             self._run_serial(log, lambda results: self._outcomes.tell([done], results[log]))
         else:
