@@ -11,12 +11,14 @@ import shutil
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from relaymq.errors import CorruptRecord, InvalidConfig, StorageFull
 from relaymq.store.base import FsyncPolicy
 from relaymq.store.local import LocalStore, record
+from relaymq.store.local.segment import Segment
 from relaymq.store.local.store import DEFAULT_RESERVE_CHUNK_BYTES, MAX_RESERVE_CHUNK_BYTES
 
 from .test_conformance import make_batch, payload_position, read_all
@@ -78,9 +80,12 @@ async def test_the_active_segment_reserves_a_chunk_ahead_of_its_data(tmp_path: P
     skip_unless_reserving(store)
     log = await store.open_partition(*PARTITION)
     (path,) = segment_files(tmp_path)
-    assert path.stat().st_size == DEFAULT_RESERVE_CHUNK_BYTES
     data_bytes = log.stats().bytes
     assert data_bytes == data_end(path) < DEFAULT_RESERVE_CHUNK_BYTES
+    # Topped up after each pass: at least a chunk ahead, at most two, in whole chunks.
+    size = path.stat().st_size
+    assert size % DEFAULT_RESERVE_CHUNK_BYTES == 0
+    assert data_bytes + DEFAULT_RESERVE_CHUNK_BYTES <= size <= 2 * DEFAULT_RESERVE_CHUNK_BYTES
     await store.close()
     assert path.stat().st_size == data_end(path) == data_bytes
 
@@ -115,6 +120,73 @@ async def test_reserving_can_be_turned_off(tmp_path: Path) -> None:
     await store.close()
     with pytest.raises(InvalidConfig):
         LocalStore(tmp_path, reserve_chunk_bytes=MAX_RESERVE_CHUNK_BYTES + 1)
+
+
+# -- reserved between passes, not by appends ------------------------------------------------
+
+
+async def test_appends_find_their_space_reserved_by_the_pass_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """posix_fallocate can wait for a stalled disk, and an append runs on the event loop:
+    once a pass has run, the space is reserved when the pass finishes, before the next
+    one starts, and no append reserves for itself."""
+    store = await open_store(
+        tmp_path, segment_bytes=1024 * 1024, reserve_chunk_bytes=SMALL_CHUNK_BYTES
+    )
+    log = await store.open_partition(*PARTITION)
+    await log.append(make_batch(0, 1))
+    skip_unless_reserving(store)
+    real_fallocate, real_append = os.posix_fallocate, Segment.append
+    reserved_by: list[str] = []
+    appending = False
+
+    def append(segment: Segment, *arguments: Any) -> None:
+        nonlocal appending
+        appending = True
+        try:
+            real_append(segment, *arguments)
+        finally:
+            appending = False
+
+    def fallocate(file_descriptor: int, offset: int, length: int) -> None:
+        reserved_by.append("an append" if appending else "a finished pass")
+        real_fallocate(file_descriptor, offset, length)
+
+    monkeypatch.setattr(Segment, "append", append)
+    monkeypatch.setattr(os, "posix_fallocate", fallocate)
+    (path,) = segment_files(tmp_path)
+    for batch in range(60):  # about 5 chunks, 10 messages a pass
+        await log.append(make_batch(1 + batch * 10, 10, size=100))
+        ahead = path.stat().st_size - log.stats().bytes
+        assert SMALL_CHUNK_BYTES <= ahead <= 2 * SMALL_CHUNK_BYTES
+    assert len(reserved_by) >= 4 and set(reserved_by) == {"a finished pass"}
+    await store.close()
+    assert path.stat().st_size == data_end(path)
+
+
+async def test_a_failed_reservation_after_a_pass_fails_no_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await open_store(tmp_path, reserve_chunk_bytes=4096)
+    log = await store.open_partition(*PARTITION)
+    await log.append(make_batch(0, 10))
+    skip_unless_reserving(store)
+    (path,) = segment_files(tmp_path)
+    reserved_size = path.stat().st_size
+    calls: list[int] = []
+    monkeypatch.setattr(os, "posix_fallocate", failing_fallocate(errno.ENOSPC, calls))
+    caplog.set_level(logging.WARNING, "relaymq.store")
+    # Fits what is reserved, but leaves less than a chunk ahead: the pass tops up, and fails.
+    assert await log.append(make_batch(10, 20, size=150)) == 10
+    assert calls
+    (warning,) = store_warnings(caplog)
+    assert "could not reserve space ahead" in warning and "No space left" in warning
+    assert path.stat().st_size == reserved_size  # what was reserved before is kept
+    monkeypatch.undo()
+    assert await log.append(make_batch(30, 10)) == 30
+    await store.close()
+    await reopen_and_check(tmp_path, 40)
 
 
 # -- a crash leaves the reserved zeros behind ----------------------------------------------
@@ -252,13 +324,13 @@ async def test_disk_full_on_reserve(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     calls: list[int] = []
     monkeypatch.setattr(os, "posix_fallocate", failing_fallocate(errno.ENOSPC, calls))
     with pytest.raises(StorageFull):
-        await log.append(make_batch(10, 40))  # crosses the reserved end
+        await log.append(make_batch(10, 40, size=300))  # crosses the reserved end
     assert len(calls) == 2 and calls[1] < calls[0]  # a chunk, then only what the batch needs
     assert log.next_offset == 10
     assert [message.offset for message in await read_all(log)] == list(range(10))
     assert path.stat().st_size == log.stats().bytes == data_bytes
     monkeypatch.undo()
-    assert await log.append(make_batch(10, 40)) == 10
+    assert await log.append(make_batch(10, 40, size=300)) == 10
     assert path.stat().st_size > data_end(path)
     await store.close()
     await reopen_and_check(tmp_path, 50)

@@ -7,8 +7,9 @@ rollback after a failed write or fsync, trim (with the persisted logical start
 offset in ``start.offset``), retention, and opening with recovery.
 
 Threading: appends, rolls and deletions run on the event loop (a page-cache
-``pwrite`` of one buffer per batch, and now and then a ``posix_fallocate`` that
-reserves the next chunk of the active segment); syncs run on the committer's
+``pwrite`` of one buffer per batch); so does the ``posix_fallocate`` that keeps the
+active segment a chunk ahead, but between fsync passes, not in an append (see
+:meth:`LocalPartitionLog.finish_sync`); syncs run on the committer's
 worker process or threads; reads of the newest messages are served from memory
 (:mod:`.recent`), other reads and scans run in worker threads on pinned segments. A segment
 being sealed (rolled) or closed is cut back to its data end before its final
@@ -348,6 +349,12 @@ class LocalPartitionLog:
             if job.mark.next_offset >= self._durable.mark.next_offset:
                 self._durable.segment, self._durable.mark = job.active, job.mark
             self._listeners.tell()
+            if not self._closing:
+                # Now, before the committer starts its next pass: posix_fallocate can
+                # wait for the disk, and right after the disk answered a pass is the
+                # moment it is least likely to be stalled (an append's own reservation
+                # would often queue behind a pass in flight, holding the event loop).
+                self._active.reserve_ahead(self._reserver)
             return None
         self._rollback(job)
         self._guard.forget()

@@ -28,6 +28,7 @@ sync, and for the final sync of a sealed or closed segment.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -300,6 +301,21 @@ class Segment:
         self._last_index_position = mark.last_index_position
         if self.next_offset == self.base_offset:
             self.first_timestamp_ms = None
+
+    def reserve_ahead(self, reserver: SpaceReserver) -> None:
+        """Top the reserved space up to a chunk past the data end (event loop, between
+        fsync passes). A failure is not the caller's: the file is cut back to its
+        size before, and the next append that needs the space reserves it itself and
+        reports the error."""
+        before_bytes = self.file_size_bytes
+        try:
+            self.file_size_bytes = reserver.reserve_ahead(
+                self._file_descriptor, before_bytes, self.size_bytes
+            )
+        except OSError as error:
+            logger.warning("segment %s: could not reserve space ahead: %s", self.path, error)
+            with contextlib.suppress(OSError):
+                self._truncate(before_bytes)
 
     def drop_reserved_tail(self) -> None:
         """Cut the file back to its data end (event loop), before the final fsync of a

@@ -61,12 +61,14 @@ class FreeSpaceGuard:
 class SpaceReserver:
     """Reserves disk space ahead of active segments' write positions (one per store).
 
-    An append that would cross a segment's reserved end first extends it with
-    ``posix_fallocate`` to the next multiple of ``chunk_bytes``, never past
-    ``segment_bytes`` (where the segment rolls) unless the append itself does.
-    Writing into reserved space needs no block allocation when the data is
-    synced, which makes that sync cheaper. Only the active segment of a
-    partition holds a reservation, so a partition costs at most one chunk.
+    After each fsync pass the log tops its active segment up to a chunk ahead of
+    the data (:meth:`reserve_ahead`), to the next multiple of ``chunk_bytes``,
+    never past ``segment_bytes`` (where the segment rolls). An append that would
+    still cross the reserved end (a burst larger than the chunk, or no pass yet)
+    reserves for itself first (:meth:`reserve`). Writing into reserved space
+    needs no block allocation when the data is synced, which makes that sync
+    cheaper. Only the active segment of a partition holds a reservation, so a
+    partition costs at most two chunks.
 
     When the file system cannot reserve (EOPNOTSUPP, ENOTSUP, EINVAL) the
     reserver turns itself off for the store: appends then grow files as they
@@ -98,6 +100,16 @@ class SpaceReserver:
         # reserve only what this append needs.
         os.ftruncate(file_descriptor, file_size_bytes)
         return self._allocate(file_descriptor, file_size_bytes, needed_bytes)
+
+    def reserve_ahead(self, file_descriptor: int, file_size_bytes: int, size_bytes: int) -> int:
+        """Keep at least a chunk reserved past ``size_bytes`` (never past
+        ``segment_bytes``) and return the file's new size: called between fsync passes,
+        so the appends that follow find their space reserved and never call
+        ``posix_fallocate`` themselves. Raises the ``OSError`` of :meth:`reserve`."""
+        wanted_bytes = min(size_bytes + self.chunk_bytes, self.segment_bytes)
+        if not self.enabled or wanted_bytes <= file_size_bytes:
+            return file_size_bytes
+        return self.reserve(file_descriptor, file_size_bytes, wanted_bytes)
 
     def _allocate(self, file_descriptor: int, start: int, end: int) -> int:
         try:

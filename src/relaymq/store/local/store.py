@@ -36,8 +36,8 @@ DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
 # Index entries hold 32-bit positions; a segment may overrun its size by one batch.
 MAX_SEGMENT_BYTES = 1024 * 1024 * 1024
 # Space reserved ahead of each active segment's write position, a chunk at a time: a
-# partition holds at most one chunk it has not written. Recovery reads the unwritten
-# rest of a chunk after a crash, hence the bound.
+# partition holds at most two chunks it has not written. Recovery reads the unwritten
+# rest after a crash, hence the bound.
 DEFAULT_RESERVE_CHUNK_BYTES = 4 * 1024 * 1024
 MAX_RESERVE_CHUNK_BYTES = 64 * 1024 * 1024
 
