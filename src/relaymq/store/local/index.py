@@ -151,3 +151,8 @@ class SparseIndex:
     def close(self) -> None:
         """Close the file (no fsync)."""
         os.close(self._file_descriptor)
+
+    def detach(self) -> int:
+        """Give the file descriptor up to the caller, who closes it."""
+        descriptor, self._file_descriptor = self._file_descriptor, -1
+        return descriptor

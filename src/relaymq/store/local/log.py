@@ -9,7 +9,8 @@ offset in ``start.offset``), retention, and opening with recovery.
 Threading: appends, rolls and deletions run on the event loop (a page-cache
 ``pwrite`` of one buffer per batch); so does the ``posix_fallocate`` that keeps the
 active segment a chunk ahead, but between fsync passes, not in an append (see
-:meth:`LocalPartitionLog.finish_sync`); syncs run on the committer's
+:meth:`LocalPartitionLog.finish_sync`). A deleted segment's files are unlinked there
+and closed on the store's closer thread (:mod:`.closer`); syncs run on the committer's
 worker process or threads; reads of the newest messages are served from memory
 (:mod:`.recent`), other reads and scans run in worker threads on pinned segments. A segment
 being sealed (rolled) or closed is cut back to its data end before its final
@@ -39,6 +40,7 @@ from relaymq.store.base import (
     wait_for_append,
 )
 from relaymq.store.local import record
+from relaymq.store.local.closer import DeletedFileCloser
 from relaymq.store.local.commit import GroupCommitter
 from relaymq.store.local.recent import RecentMessages
 from relaymq.store.local.segment import Segment, SegmentMark, segment_file_name
@@ -136,6 +138,7 @@ class LocalPartitionLog:
         committer: GroupCommitter,
         guard: FreeSpaceGuard,
         reserver: SpaceReserver,
+        closer: DeletedFileCloser,
     ) -> None:
         self.directory = directory
         self.partition = partition
@@ -146,6 +149,7 @@ class LocalPartitionLog:
         self._committer = committer
         self._guard = guard
         self._reserver = reserver
+        self._closer = closer
         active = segments[-1]
         self._next_offset = active.next_offset
         self._visible_next_offset = active.next_offset
@@ -170,11 +174,20 @@ class LocalPartitionLog:
         committer: GroupCommitter,
         guard: FreeSpaceGuard,
         reserver: SpaceReserver,
+        closer: DeletedFileCloser,
     ) -> LocalPartitionLog:
         """Open the partition in ``directory`` (creating it if missing, recovering its tail)."""
         segments, start_offset = await asyncio.to_thread(_open_files, directory)
         log = cls(
-            directory, partition, segments, start_offset, settings, committer, guard, reserver
+            directory,
+            partition,
+            segments,
+            start_offset,
+            settings,
+            committer,
+            guard,
+            reserver,
+            closer,
         )
         await log._refresh_first_timestamp()
         return log
@@ -372,7 +385,7 @@ class LocalPartitionLog:
             segment = self._segments.pop()
             self._base_offsets.pop()
             self._unsynced.pop(segment, None)
-            segment.delete()
+            segment.delete(self._closer)
         self._active.restore(durable.mark)
         self._next_offset = self._active.next_offset
         self._recent.cut(self._next_offset)
@@ -487,7 +500,7 @@ class LocalPartitionLog:
         segment = self._segments.pop(0)
         self._base_offsets.pop(0)
         self._unsynced.pop(segment, None)
-        segment.delete()
+        segment.delete(self._closer)
 
     def _total_bytes(self) -> int:
         return sum(segment.size_bytes for segment in self._segments)

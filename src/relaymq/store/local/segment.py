@@ -40,6 +40,7 @@ from crc32c import crc32c
 from relaymq.core.message import Message
 from relaymq.errors import CorruptRecord
 from relaymq.store.local import record
+from relaymq.store.local.closer import DeletedFileCloser
 from relaymq.store.local.index import INDEX_INTERVAL_BYTES, SparseIndex
 from relaymq.store.local.space import SpaceReserver
 
@@ -93,6 +94,7 @@ class Segment:
         self._metadata_changed = False
         self._users = 0
         self._deleted = False
+        self._closer: DeletedFileCloser | None = None  # set when the files were unlinked
 
     # -- creating and opening ---------------------------------------------------------
 
@@ -340,11 +342,14 @@ class Segment:
         if self._deleted and self._users == 0:
             self._close_files()
 
-    def delete(self) -> None:
-        """Unlink the files now and close them once no worker uses them."""
+    def delete(self, closer: DeletedFileCloser) -> None:
+        """Unlink the files now and close them once no worker uses them, on
+        ``closer``'s thread (that last close frees the blocks, which can wait for the
+        disk)."""
         self.path.unlink(missing_ok=True)
         self.index.path.unlink(missing_ok=True)
         self._deleted = True
+        self._closer = closer
         if self._users == 0:
             self._close_files()
 
@@ -355,10 +360,14 @@ class Segment:
             self._close_files()
 
     def _close_files(self) -> None:
-        if self._file_descriptor >= 0:
+        if self._file_descriptor < 0:
+            return
+        if self._closer is None:
             os.close(self._file_descriptor)
             self.index.close()
-            self._file_descriptor = -1
+        else:
+            self._closer.close([self._file_descriptor, self.index.detach()])
+        self._file_descriptor = -1
 
     def datasync_descriptor(self) -> int | None:
         """The descriptor to ``fdatasync`` when that is all a sync of the log file needs

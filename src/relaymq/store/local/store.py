@@ -8,7 +8,8 @@
 
 and the resources every partition shares: one group committer (fsync thread),
 one free-space guard, one space reserver (``reserve_chunk_bytes`` reserved
-ahead of each active segment's write position), one SQLite thread.
+ahead of each active segment's write position), one closer thread for the files
+of deleted segments, one SQLite thread.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from relaymq.errors import InvalidArgument, InvalidConfig, StoreClosed
 from relaymq.store.base import FsyncPolicy
+from relaymq.store.local.closer import DeletedFileCloser
 from relaymq.store.local.commit import FsyncObserver, GroupCommitter
 from relaymq.store.local.log import LocalPartitionLog, LogSettings
 from relaymq.store.local.metadata import SqliteMetadataStore
@@ -76,6 +78,7 @@ class LocalStore:
         self._committer = GroupCommitter(self.fsync, fsync_observer)
         self._guard = FreeSpaceGuard(self.data_dir, min_free_bytes)
         self._reserver = SpaceReserver(reserve_chunk_bytes, segment_bytes)
+        self._closer = DeletedFileCloser()
         self._metadata: SqliteMetadataStore | None = None
         self._partitions: dict[tuple[str, str, int], LocalPartitionLog] = {}
         self._opening: dict[tuple[str, str, int], asyncio.Task[LocalPartitionLog]] = {}
@@ -140,6 +143,7 @@ class LocalStore:
                     self._committer,
                     self._guard,
                     self._reserver,
+                    self._closer,
                 )
             )
         try:
@@ -208,6 +212,7 @@ class LocalStore:
                 await log.close()
         finally:
             await self._committer.close()
+            await self._closer.wait_closed()
             if self._metadata is not None:
                 await self._metadata.close()
 
