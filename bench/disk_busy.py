@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import tempfile
-import time
+import threading
 
 CHUNK_BYTES = 1 << 20
 
@@ -28,19 +28,21 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=100, help="MiB written per round")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between rounds")
     options = parser.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     chunk = b"\xa5" * CHUNK_BYTES
     try:
-        while True:
+        while not stopping.is_set():
             # A new file each round, deleted after: allocation and discards, as dd would.
             with tempfile.NamedTemporaryFile(dir=options.dir, prefix="disk-busy-") as handle:
                 for _ in range(options.mib):
                     handle.write(chunk)
                 handle.flush()
                 os.fdatasync(handle.fileno())
-            time.sleep(options.pause)
+            stopping.wait(options.pause)
     except KeyboardInterrupt:
-        return 0
+        pass
+    return 0
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 Runs ``relaymq bench ARGS`` (use ``--spawn``), finds the server it spawned, and looks at
 the server's main thread, the event loop's, every half millisecond through
 ``/proc/<pid>/task/<pid>/stat``. Whenever the thread sleeps uninterruptibly (state
-``D``: a system call or page fault waiting for the disk) it reads the kernel stack
+``D``: mostly a system call or page fault waiting for the disk) it reads the kernel stack
 (``/proc/<pid>/task/<pid>/stack``, root only). At the end it prints the waits of
-``--min-ms`` or more, longest first, each with its stack. The loop should never wait
+``--min-ms`` or more, longest first, each with when it began (seconds after the server
+was found: the bench's setup takes the first second or two, start-up's own reads of
+code and files from a busy disk show there) and its stack. The loop should never wait
 for the disk: such a wait holds every delivery of the server (findings 49 and 50 in
 ``docs/performance.md`` found ``posix_fallocate`` and the close of a deleted segment
 waiting out flush stalls). Linux only.
@@ -41,30 +43,41 @@ def find_server(bench: psutil.Process, timeout_seconds: float = 30.0) -> psutil.
     return None
 
 
-def sample_waits(pid: int) -> list[tuple[float, str]]:
-    """``(milliseconds, kernel stack)`` of each uninterruptible wait of ``pid``'s main
-    thread, until the process exits."""
+def sample_waits(pid: int) -> list[tuple[float, float, str]]:
+    """``(milliseconds, seconds since sampling began, kernel stack)`` of each
+    uninterruptible (``D``) wait of ``pid``'s main thread, until the process exits. Two
+    samples in ``D`` are one wait only if the thread did not run in between (its count
+    of time slices in ``schedstat`` is the same); a sample late by a busy machine
+    lengthens a wait by the lateness."""
     task = Path(f"/proc/{pid}/task/{pid}")
-    waits: list[tuple[float, str]] = []
-    started: float | None = None
-    stack = ""
+    waits: list[tuple[float, float, str]] = []
+    began = time.perf_counter()
+    current: tuple[float, float, str, str] | None = None  # start, last seen, slices, stack
     while True:
         try:
             stat = (task / "stat").read_text()
-            state = stat[stat.rindex(")") + 2]
-            if state == "D" and not stack:
-                stack = (task / "stack").read_text()
+            slices = (task / "schedstat").read_text().split()[2]
+            waiting = stat[stat.rindex(")") + 2] == "D"
+            now = time.perf_counter()
+            if current is not None and (not waiting or slices != current[2]):
+                waits.append(((current[1] - current[0]) * 1000, current[0] - began, current[3]))
+                current = None
+            if waiting and current is None:
+                current = (now, now, slices, _kernel_stack(task))
+            elif waiting and current is not None:
+                current = (current[0], now, slices, current[3])
         except (FileNotFoundError, ProcessLookupError):
+            if current is not None:  # still waiting when the process ended
+                waits.append(((current[1] - current[0]) * 1000, current[0] - began, current[3]))
             return waits
-        except PermissionError:
-            stack = "(the kernel stack needs root)"
-        now = time.perf_counter()
-        if state == "D" and started is None:
-            started = now
-        elif state != "D" and started is not None:
-            waits.append(((now - started) * 1000, stack))
-            started, stack = None, ""
         time.sleep(SAMPLE_SECONDS)
+
+
+def _kernel_stack(task: Path) -> str:
+    try:
+        return (task / "stack").read_text()
+    except PermissionError:
+        return "(reading the kernel stack needs root)"
 
 
 def main() -> int:
@@ -86,12 +99,16 @@ def main() -> int:
         return status or 1
     long_waits = sorted((wait for wait in waits if wait[0] >= options.min_ms), reverse=True)
     print(
-        f"\nevent-loop thread: {len(waits)} waits for the disk, {len(long_waits)} of "
+        f"\nevent-loop thread: {len(waits)} D-state waits, {len(long_waits)} of "
         f"{options.min_ms:g} ms or more",
         file=sys.stderr,
     )
-    for milliseconds, stack in long_waits:
-        print(f"\n{milliseconds:.1f} ms\n{stack.rstrip()}", file=sys.stderr)
+    for milliseconds, at_seconds, stack in long_waits:
+        print(
+            f"\n{milliseconds:.1f} ms, {at_seconds:.2f} s after the server started"
+            f"\n{stack.rstrip()}",
+            file=sys.stderr,
+        )
     return status
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from relaymq.store.local import LocalStore
+from relaymq.store.local.closer import DeletedFileCloser
 
 from .test_conformance import make_batch, read_all
 from .test_local_recovery import PARTITION, partition_directory, segment_files
@@ -50,8 +51,8 @@ async def test_trimmed_segments_are_closed_off_the_event_loop(
     real_close = os.close
 
     def close(descriptor: int) -> None:
-        if descriptor in descriptors:
-            closed_on[descriptor] = threading.current_thread().name
+        if descriptor in descriptors:  # the first close: a reused number may close again
+            closed_on.setdefault(descriptor, threading.current_thread().name)
         real_close(descriptor)
 
     monkeypatch.setattr(os, "close", close)
@@ -64,3 +65,16 @@ async def test_trimmed_segments_are_closed_off_the_event_loop(
     assert sorted(path.name for path in partition_directory(tmp_path).glob("*.log")) == [
         active.name
     ]
+
+
+async def test_a_deletion_after_the_store_closed_closes_at_once(tmp_path: Path) -> None:
+    """A trim or a read can outlive the store's close: its files are closed right away,
+    not on a thread no one waits for."""
+    closer = DeletedFileCloser()
+    await closer.wait_closed()
+    threads = threading.active_count()
+    descriptor = os.open(tmp_path / "late.log", os.O_CREAT | os.O_RDWR, 0o644)
+    closer.close([descriptor])
+    with pytest.raises(OSError):
+        os.fstat(descriptor)
+    assert threading.active_count() == threads

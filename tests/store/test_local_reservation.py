@@ -82,10 +82,7 @@ async def test_the_active_segment_reserves_a_chunk_ahead_of_its_data(tmp_path: P
     (path,) = segment_files(tmp_path)
     data_bytes = log.stats().bytes
     assert data_bytes == data_end(path) < DEFAULT_RESERVE_CHUNK_BYTES
-    # Topped up after each pass: at least a chunk ahead, at most two, in whole chunks.
-    size = path.stat().st_size
-    assert size % DEFAULT_RESERVE_CHUNK_BYTES == 0
-    assert data_bytes + DEFAULT_RESERVE_CHUNK_BYTES <= size <= 2 * DEFAULT_RESERVE_CHUNK_BYTES
+    assert path.stat().st_size == DEFAULT_RESERVE_CHUNK_BYTES  # more than half is left
     await store.close()
     assert path.stat().st_size == data_end(path) == data_bytes
 
@@ -159,7 +156,7 @@ async def test_appends_find_their_space_reserved_by_the_pass_before(
     for batch in range(60):  # about 5 chunks, 10 messages a pass
         await log.append(make_batch(1 + batch * 10, 10, size=100))
         ahead = path.stat().st_size - log.stats().bytes
-        assert SMALL_CHUNK_BYTES <= ahead <= 2 * SMALL_CHUNK_BYTES
+        assert SMALL_CHUNK_BYTES // 2 <= ahead < SMALL_CHUNK_BYTES * 3 // 2
     assert len(reserved_by) >= 4 and set(reserved_by) == {"a finished pass"}
     await store.close()
     assert path.stat().st_size == data_end(path)
@@ -168,7 +165,7 @@ async def test_appends_find_their_space_reserved_by_the_pass_before(
 async def test_a_failed_reservation_after_a_pass_fails_no_append(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = await open_store(tmp_path, reserve_chunk_bytes=4096)
+    store = await open_store(tmp_path, reserve_chunk_bytes=SMALL_CHUNK_BYTES)
     log = await store.open_partition(*PARTITION)
     await log.append(make_batch(0, 10))
     skip_unless_reserving(store)
@@ -177,16 +174,45 @@ async def test_a_failed_reservation_after_a_pass_fails_no_append(
     calls: list[int] = []
     monkeypatch.setattr(os, "posix_fallocate", failing_fallocate(errno.ENOSPC, calls))
     caplog.set_level(logging.WARNING, "relaymq.store")
-    # Fits what is reserved, but leaves less than a chunk ahead: the pass tops up, and fails.
-    assert await log.append(make_batch(10, 20, size=150)) == 10
+    # Fits what is reserved, but leaves less than half a chunk: the pass tops up, and fails.
+    assert await log.append(make_batch(10, 60, size=150)) == 10
+    assert reserved_size - SMALL_CHUNK_BYTES // 2 < log.stats().bytes < reserved_size
     assert calls
     (warning,) = store_warnings(caplog)
     assert "could not reserve space ahead" in warning and "No space left" in warning
     assert path.stat().st_size == reserved_size  # what was reserved before is kept
+    calls.clear()
+    assert await log.append(make_batch(70, 1)) == 70  # fits: no second try, no second warning
+    assert calls == [] and len(store_warnings(caplog)) == 1
     monkeypatch.undo()
-    assert await log.append(make_batch(30, 10)) == 30
+    assert await log.append(make_batch(71, 60, size=150)) == 71  # reserves for itself
     await store.close()
-    await reopen_and_check(tmp_path, 40)
+    await reopen_and_check(tmp_path, 131)
+
+
+async def test_no_top_up_out_of_the_free_space_headroom(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With less than a chunk above ``min_free_bytes``, passes leave the reservation
+    alone; appends still reserve what they need, as before."""
+    free_bytes = 10 * 1024**3
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=free_bytes))
+    store = await LocalStore.open(
+        tmp_path,
+        min_free_bytes=free_bytes - SMALL_CHUNK_BYTES // 2,
+        reserve_chunk_bytes=SMALL_CHUNK_BYTES,
+    )
+    log = await store.open_partition(*PARTITION)
+    await log.append(make_batch(0, 1))
+    skip_unless_reserving(store)
+    (path,) = segment_files(tmp_path)
+    for batch in range(30):  # about 2.5 chunks
+        await log.append(make_batch(1 + batch * 10, 10, size=100))
+        assert path.stat().st_size % SMALL_CHUNK_BYTES == 0
+        assert path.stat().st_size - log.stats().bytes < SMALL_CHUNK_BYTES  # never topped up
+    await store.close()
+    await reopen_and_check(tmp_path, 301)
 
 
 # -- a crash leaves the reserved zeros behind ----------------------------------------------

@@ -23,15 +23,23 @@ class DeletedFileCloser:
 
     def __init__(self) -> None:
         self._executor: ThreadPoolExecutor | None = None
+        self._stopped = False
 
     def close(self, descriptors: list[int]) -> None:
-        """Close ``descriptors`` on the closer's thread; the caller never uses them again."""
+        """Close ``descriptors`` on the closer's thread; the caller never uses them again.
+        Once the store closed (:meth:`wait_closed`), a late deletion (a trim or a read
+        that outlived the close) closes them at once instead of starting a thread no
+        one waits for."""
+        if self._stopped:
+            _close_all(descriptors)
+            return
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relaymq-close")
         self._executor.submit(_close_all, descriptors)
 
     async def wait_closed(self) -> None:
         """Wait until every descriptor handed over so far is closed, and stop the thread."""
+        self._stopped = True
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, wait=True)

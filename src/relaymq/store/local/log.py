@@ -363,11 +363,11 @@ class LocalPartitionLog:
                 self._durable.segment, self._durable.mark = job.active, job.mark
             self._listeners.tell()
             if not self._closing:
-                # Now, before the committer starts its next pass: posix_fallocate can
-                # wait for the disk, and right after the disk answered a pass is the
-                # moment it is least likely to be stalled (an append's own reservation
-                # would often queue behind a pass in flight, holding the event loop).
-                self._active.reserve_ahead(self._reserver)
+                # Now, before the committer starts its next batch pass: posix_fallocate
+                # runs on the event loop and can wait for the disk, and right after the
+                # disk answered a pass is when a stall is least likely (an append's own
+                # reservation would often queue behind a pass in flight).
+                self._active.reserve_ahead(self._reserver, self._guard)
             return None
         self._rollback(job)
         self._guard.forget()

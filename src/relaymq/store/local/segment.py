@@ -8,8 +8,9 @@ write of one buffer); reads, scans and fsync run in worker threads, guarded by
 a reference count so a segment deleted meanwhile closes its files only after
 the last user lets go.
 
-The file of the active segment is longer than its data: appends reserve space
-ahead of the write position (:class:`~relaymq.store.local.space.SpaceReserver`)::
+The file of the active segment is longer than its data: space is reserved ahead
+of the write position, by the log between fsync passes and by an append that
+would cross the reserved end (:class:`~relaymq.store.local.space.SpaceReserver`)::
 
     0        16                          size_bytes            file_size_bytes
     +--------+---------------------------+---------------------+
@@ -42,7 +43,7 @@ from relaymq.errors import CorruptRecord
 from relaymq.store.local import record
 from relaymq.store.local.closer import DeletedFileCloser
 from relaymq.store.local.index import INDEX_INTERVAL_BYTES, SparseIndex
-from relaymq.store.local.space import SpaceReserver
+from relaymq.store.local.space import FreeSpaceGuard, SpaceReserver
 
 logger = logging.getLogger("relaymq.store")
 
@@ -95,6 +96,7 @@ class Segment:
         self._users = 0
         self._deleted = False
         self._closer: DeletedFileCloser | None = None  # set when the files were unlinked
+        self._topping_up_failed = False
 
     # -- creating and opening ---------------------------------------------------------
 
@@ -304,20 +306,27 @@ class Segment:
         if self.next_offset == self.base_offset:
             self.first_timestamp_ms = None
 
-    def reserve_ahead(self, reserver: SpaceReserver) -> None:
-        """Top the reserved space up to a chunk past the data end (event loop, between
-        fsync passes). A failure is not the caller's: the file is cut back to its
-        size before, and the next append that needs the space reserves it itself and
-        reports the error."""
+    def reserve_ahead(self, reserver: SpaceReserver, guard: FreeSpaceGuard) -> None:
+        """Top the reserved space up (event loop, between fsync passes; see
+        :meth:`SpaceReserver.reserve_ahead`), unless the free-space guard's headroom
+        would pay for it. A failure is not the caller's: it is logged, whatever it
+        allocated is cut off, and this segment is not topped up again (the next append
+        that needs space reserves it itself and reports the error)."""
+        if self._topping_up_failed or not guard.allows(reserver.chunk_bytes):
+            return
         before_bytes = self.file_size_bytes
         try:
             self.file_size_bytes = reserver.reserve_ahead(
                 self._file_descriptor, before_bytes, self.size_bytes
             )
         except OSError as error:
+            self._topping_up_failed = True
+            guard.forget()
             logger.warning("segment %s: could not reserve space ahead: %s", self.path, error)
             with contextlib.suppress(OSError):
-                self._truncate(before_bytes)
+                # Only a partial allocation needs the cut (which costs a full fsync).
+                if os.fstat(self._file_descriptor).st_size != before_bytes:
+                    self._truncate(before_bytes)
 
     def drop_reserved_tail(self) -> None:
         """Cut the file back to its data end (event loop), before the final fsync of a

@@ -53,6 +53,14 @@ class FreeSpaceGuard:
                 min_free_bytes=self._min_free_bytes,
             )
 
+    def allows(self, reserved_bytes: int) -> bool:
+        """Whether reserving ``reserved_bytes`` more keeps ``min_free_bytes`` free, by
+        the free space last looked up (a top-up ahead of need must not eat the headroom
+        :meth:`check` keeps for SQLite and everything else)."""
+        if self._min_free_bytes <= 0:
+            return True
+        return self._free_bytes - reserved_bytes >= self._min_free_bytes
+
     def forget(self) -> None:
         """Look the free space up again on the next check (after a disk-full error)."""
         self._checked_at = float("-inf")
@@ -61,14 +69,15 @@ class FreeSpaceGuard:
 class SpaceReserver:
     """Reserves disk space ahead of active segments' write positions (one per store).
 
-    After each fsync pass the log tops its active segment up to a chunk ahead of
-    the data (:meth:`reserve_ahead`), to the next multiple of ``chunk_bytes``,
-    never past ``segment_bytes`` (where the segment rolls). An append that would
-    still cross the reserved end (a burst larger than the chunk, or no pass yet)
-    reserves for itself first (:meth:`reserve`). Writing into reserved space
-    needs no block allocation when the data is synced, which makes that sync
-    cheaper. Only the active segment of a partition holds a reservation, so a
-    partition costs at most two chunks.
+    After each fsync pass the log tops its active segment up
+    (:meth:`reserve_ahead`): when less than half a chunk is left past the data, to
+    the next multiple of ``chunk_bytes`` at least half a chunk past it, never past
+    ``segment_bytes`` (where the segment rolls). An append that would still cross
+    the reserved end (the first of a segment, a batch larger than what is left,
+    ``fsync=never``) reserves for itself first (:meth:`reserve`). Writing into
+    reserved space needs no block allocation when the data is synced, which makes
+    that sync cheaper. Only the active segment of a partition holds a
+    reservation: at most one and a half chunks.
 
     When the file system cannot reserve (EOPNOTSUPP, ENOTSUP, EINVAL) the
     reserver turns itself off for the store: appends then grow files as they
@@ -102,12 +111,16 @@ class SpaceReserver:
         return self._allocate(file_descriptor, file_size_bytes, needed_bytes)
 
     def reserve_ahead(self, file_descriptor: int, file_size_bytes: int, size_bytes: int) -> int:
-        """Keep at least a chunk reserved past ``size_bytes`` (never past
-        ``segment_bytes``) and return the file's new size: called between fsync passes,
-        so the appends that follow find their space reserved and never call
-        ``posix_fallocate`` themselves. Raises the ``OSError`` of :meth:`reserve`."""
-        wanted_bytes = min(size_bytes + self.chunk_bytes, self.segment_bytes)
-        if not self.enabled or wanted_bytes <= file_size_bytes:
+        """When less than half a chunk is reserved past ``size_bytes``, reserve up to the
+        next chunk boundary at least half a chunk past it (never past ``segment_bytes``)
+        and return the file's new size. Called between fsync passes, so the appends that
+        follow find their space reserved and do not call ``posix_fallocate`` on the event
+        loop themselves. Raises the ``OSError`` of :meth:`reserve`."""
+        half_chunk = self.chunk_bytes // 2
+        if not self.enabled or file_size_bytes - size_bytes >= half_chunk:
+            return file_size_bytes
+        wanted_bytes = min(size_bytes + half_chunk, self.segment_bytes)
+        if wanted_bytes <= file_size_bytes:
             return file_size_bytes
         return self.reserve(file_descriptor, file_size_bytes, wanted_bytes)
 

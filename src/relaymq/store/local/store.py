@@ -38,8 +38,8 @@ DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
 # Index entries hold 32-bit positions; a segment may overrun its size by one batch.
 MAX_SEGMENT_BYTES = 1024 * 1024 * 1024
 # Space reserved ahead of each active segment's write position, a chunk at a time: a
-# partition holds at most two chunks it has not written. Recovery reads the unwritten
-# rest after a crash, hence the bound.
+# partition holds at most one and a half chunks it has not written. Recovery reads the
+# unwritten rest after a crash (up to 96 MiB at this bound), hence the bound.
 DEFAULT_RESERVE_CHUNK_BYTES = 4 * 1024 * 1024
 MAX_RESERVE_CHUNK_BYTES = 64 * 1024 * 1024
 
@@ -211,10 +211,12 @@ class LocalStore:
             for log in partitions:
                 await log.close()
         finally:
-            await self._committer.close()
-            await self._closer.wait_closed()
-            if self._metadata is not None:
-                await self._metadata.close()
+            try:
+                await self._committer.close()
+            finally:
+                await self._closer.wait_closed()
+                if self._metadata is not None:
+                    await self._metadata.close()
 
 
 def _remove_tree(directory: Path) -> None:
