@@ -7,8 +7,8 @@ rollback after a failed write or fsync, trim (with the persisted logical start
 offset in ``start.offset``), retention, and opening with recovery.
 
 Threading: appends, rolls and deletions run on the event loop (a page-cache
-``pwrite`` of one buffer per batch); so does the ``posix_fallocate`` that keeps the
-active segment a chunk ahead, but between fsync passes, not in an append (see
+``pwrite`` of one buffer per batch); so does the ``posix_fallocate`` that tops up the
+active segment's reserved space, but between fsync passes, not in an append (see
 :meth:`LocalPartitionLog.finish_sync`). A deleted segment's files are unlinked there
 and closed on the store's closer thread (:mod:`.closer`); syncs run on the committer's
 worker process or threads; reads of the newest messages are served from memory
