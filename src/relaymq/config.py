@@ -99,6 +99,13 @@ class Settings(BaseSettings):
         FsyncPolicy.BATCH, description="When writes are fsynced: always, batch or never."
     )
     segment_bytes: int = Field(64 * MEBIBYTE, ge=4 * KIBIBYTE, description="Log segment size.")
+    reserve_chunk_bytes: int = Field(
+        4 * MEBIBYTE,
+        ge=0,
+        le=64 * MEBIBYTE,
+        description="Disk space reserved ahead of each written partition, a chunk at a time "
+        "(0: none).",
+    )
     min_free_disk_bytes: int = Field(
         64 * MEBIBYTE, ge=0, description="Publishes fail with storage_full below this free space."
     )
@@ -209,6 +216,7 @@ class Settings(BaseSettings):
             data_dir=self.data_dir,
             fsync=self.fsync,
             segment_bytes=self.segment_bytes,
+            reserve_chunk_bytes=self.reserve_chunk_bytes,
             min_free_disk_bytes=self.min_free_disk_bytes,
             max_payload_bytes=self.max_payload_bytes,
             max_batch_messages=self.max_batch_messages,

@@ -128,6 +128,7 @@ class Broker:
             settings.data_dir,
             fsync=settings.fsync,
             segment_bytes=settings.segment_bytes,
+            reserve_chunk_bytes=settings.reserve_chunk_bytes,
             min_free_bytes=settings.min_free_disk_bytes,
             fsync_observer=fsync_timings.observe,
         )

@@ -21,6 +21,7 @@ class BrokerSettings:
     data_dir: Path
     fsync: FsyncPolicy = FsyncPolicy.BATCH
     segment_bytes: int = 64 * MEBIBYTE
+    reserve_chunk_bytes: int = 4 * MEBIBYTE
     min_free_disk_bytes: int = 64 * MEBIBYTE
     max_payload_bytes: int = 1 * MEBIBYTE
     max_batch_messages: int = 1_000
