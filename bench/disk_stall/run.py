@@ -1,6 +1,6 @@
 """Latency while the disk stalls, on purpose and on a schedule.
 
-A real disk's flush stalls come when they come (``bench/disk_fsync.py`` shows how
+A real disk's flush stalls come when they come (``relaymq bench disk`` shows how
 often); this makes them come every ``PERIOD`` seconds and last ``LONG_MS`` (then
 ``NEXT_MS`` for the sync after), so two versions of the code can be compared under
 the same stalls. It runs ``relaymq bench ARGS`` with this directory on the

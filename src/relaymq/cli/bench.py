@@ -11,6 +11,7 @@ failed (the throughput figure is then withheld).
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ LATENCY_DURATION_SECONDS = 10.0
 
 
 @click.command(name="bench")
-@click.argument("workload", type=click.Choice(["queue", "fanout", "stream", "latency", "tenants"]))
+@click.argument(
+    "workload", type=click.Choice(["queue", "fanout", "stream", "latency", "tenants", "disk"])
+)
 @click.option("--spawn", is_flag=True, help="Start a server of our own (embedded store, temp dir).")
 @click.option(
     "--fsync",
@@ -44,8 +47,8 @@ LATENCY_DURATION_SECONDS = 10.0
     "--data-dir",
     type=click.Path(exists=True, file_okay=False, writable=True, path_type=Path),
     default=None,
-    help="With --spawn: where its temporary store goes (the disk to measure)  "
-    "[default: the system's temp dir]",
+    help="With --spawn: where its temporary store goes; disk: where its file goes (the disk "
+    "to measure)  [default: the system's temp dir]",
 )
 @click.option("--protocol", type=click.Choice(["websocket", "http"]), default="websocket")
 @click.option("--producers", type=click.IntRange(1), default=1, show_default=True)
@@ -56,13 +59,16 @@ LATENCY_DURATION_SECONDS = 10.0
     "--messages", type=click.IntRange(1), help=f"Messages in all (default {DEFAULT_MESSAGES:,})."
 )
 @click.option(
-    "--duration", type=click.FloatRange(0.1), help="Publish for this many seconds instead."
+    "--duration",
+    type=click.FloatRange(0.1),
+    help="Publish (disk: sync) for this many seconds instead.",
 )
 @click.option(
     "--rate",
     type=click.FloatRange(1),
-    help="Messages per second in all (latency: 2,000). Latency counts from the send call; "
-    "how late the pacer sends is reported apart, as schedule lag.",
+    help="Messages per second in all (latency: 2,000), or syncs per second (disk: 2,000). "
+    "Latency counts from the send call; how late the pacer sends is reported apart, as "
+    "schedule lag.",
 )
 @click.option("--backlog", is_flag=True, help="queue: publish everything first, then consume.")
 @click.option(
@@ -125,11 +131,15 @@ LATENCY_DURATION_SECONDS = 10.0
 @client_options
 def bench(target: Target, output: Output, **options: Any) -> None:
     """Run WORKLOAD (queue, fanout, stream, latency, tenants) and report throughput, latency,
-    server CPU and memory; check that every confirmed message arrived."""
+    server CPU and memory; check that every confirmed message arrived. ``disk`` measures
+    the disk alone: a small write and its fdatasync, the floor under durable latency."""
     from relaymq.bench.transports import Tuning
     from relaymq.bench.workloads import BenchPlan
 
     workload = options["workload"]
+    if workload == "disk":
+        measure_the_disk(output, options)
+        return
     if options["data_dir"] is not None and not options["spawn"]:
         raise click.UsageError("--data-dir needs --spawn: an attached server has its own")
     options["event_loop"] = options["event_loop"] or default_event_loop()
@@ -199,6 +209,30 @@ def bench(target: Target, output: Output, **options: Any) -> None:
     verification = report["verification"]
     if report["throughput_withheld"] or verification["failed_publishes"]:
         raise SystemExit(1)
+
+
+def measure_the_disk(output: Output, options: dict[str, Any]) -> None:
+    """``relaymq bench disk``: no server, no clients; the sync latency of the data's disk."""
+    from relaymq.bench.disk import command, print_disk_report
+
+    if options["spawn"]:
+        raise click.UsageError("disk measures the disk alone, with no server: drop --spawn")
+    if options["messages"] is not None:
+        raise click.UsageError("disk runs for --duration seconds; --messages is for the others")
+    try:
+        report = command(
+            options["data_dir"] or Path(tempfile.gettempdir()),
+            options["duration"] or LATENCY_DURATION_SECONDS,
+            options["rate"] or LATENCY_RATE_PER_SECOND,
+            options["message_bytes"],
+        )
+    except RelayError as error:
+        output.error(error)
+        raise SystemExit(1) from None
+    if output.as_json:
+        output.json(report)
+    else:
+        print_disk_report(report, Console())
 
 
 @dataclass(frozen=True)
