@@ -5,7 +5,8 @@ choice between spawning a server (``--spawn``: embedded store in a temporary
 directory, ``--fsync`` policy) and attaching to one (``--url``/``--token``/
 ``-n``, or a profile), the live progress bar, and the exit status: 0 when every
 confirmed message was delivered, 1 when a message was lost or a publish
-failed (the throughput figure is then withheld).
+failed (the throughput figure is then withheld). ``disk`` needs no server: it
+times this machine's disk alone, and exits 1 when it cannot write there.
 """
 
 from __future__ import annotations
@@ -211,28 +212,57 @@ def bench(target: Target, output: Output, **options: Any) -> None:
         raise SystemExit(1)
 
 
+DISK_PARAMETERS = frozenset(
+    {"workload", "data_dir", "duration", "rate", "message_bytes", "as_json", "no_progress"}
+)
+
+
 def measure_the_disk(output: Output, options: dict[str, Any]) -> None:
     """``relaymq bench disk``: no server, no clients; the sync latency of the data's disk."""
-    from relaymq.bench.disk import command, print_disk_report
+    from relaymq.bench.disk import (
+        DEFAULT_DURATION_SECONDS,
+        DEFAULT_RATE_PER_SECOND,
+        MAX_WRITE_BYTES,
+        DiskPlan,
+        build_disk_report,
+        measure_disk,
+        print_disk_report,
+    )
 
-    if options["spawn"]:
-        raise click.UsageError("disk measures the disk alone, with no server: drop --spawn")
-    if options["messages"] is not None:
-        raise click.UsageError("disk runs for --duration seconds; --messages is for the others")
+    reject_options_disk_ignores()
+    if options["message_bytes"] > MAX_WRITE_BYTES:
+        raise click.UsageError(f"disk writes at most {MAX_WRITE_BYTES:,} bytes at a time")
+    plan = DiskPlan(
+        options["data_dir"] or Path(tempfile.gettempdir()),
+        options["duration"] or DEFAULT_DURATION_SECONDS,
+        options["rate"] or DEFAULT_RATE_PER_SECOND,
+        options["message_bytes"],
+    )
     try:
-        report = command(
-            options["data_dir"] or Path(tempfile.gettempdir()),
-            options["duration"] or LATENCY_DURATION_SECONDS,
-            options["rate"] or LATENCY_RATE_PER_SECOND,
-            options["message_bytes"],
-        )
-    except RelayError as error:
-        output.error(error)
-        raise SystemExit(1) from None
+        report = build_disk_report(plan, measure_disk(plan))
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot measure the disk in {plan.directory}: {error.strerror or error}"
+        ) from None
     if output.as_json:
         output.json(report)
     else:
         print_disk_report(report, Console())
+
+
+def reject_options_disk_ignores() -> None:
+    """A usage error for an option given on the command line that ``disk`` has no use
+    for: ``--url`` would look like measuring that server's disk, and measure this one."""
+    context = click.get_current_context()
+    for parameter in context.command.params:
+        name = parameter.name or ""
+        given = context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        if given and name not in DISK_PARAMETERS:
+            flag = parameter.opts[0] if parameter.opts else name
+            raise click.UsageError(
+                f"{flag} is not used by disk, which measures this machine's disk alone "
+                "(--data-dir, --duration, --rate, --message-bytes, --json)"
+            )
 
 
 @dataclass(frozen=True)

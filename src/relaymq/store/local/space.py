@@ -20,7 +20,7 @@ from relaymq.errors import RelayError, StorageFull, Unavailable
 FREE_SPACE_CHECK_INTERVAL_SECONDS = 1.0
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 # posix_fallocate errors that mean "this file system cannot reserve space".
-UNSUPPORTED_ERRNOS = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
+_UNSUPPORTED_ERRNOS = frozenset({errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
 _START_OFFSET = struct.Struct("<QI")  # offset, crc32c of the offset bytes
 
 
@@ -128,7 +128,7 @@ class SpaceReserver:
         try:
             os.posix_fallocate(file_descriptor, start, end - start)
         except OSError as error:
-            if error.errno not in UNSUPPORTED_ERRNOS:
+            if error.errno not in _UNSUPPORTED_ERRNOS:
                 raise
             self.enabled = False
             return start
