@@ -24,7 +24,7 @@ from relaymq.bench.loops import EVENT_LOOPS, default_event_loop, loop_factory
 from relaymq.bench.pacing import PACINGS, default_pacing
 from relaymq.cli.output import Output
 from relaymq.cli.profiles import Target, client_options
-from relaymq.errors import RelayError
+from relaymq.errors import InvalidArgument, RelayError
 from relaymq.store.base import FsyncPolicy
 
 DEFAULT_MESSAGES = 100_000
@@ -222,7 +222,6 @@ def measure_the_disk(output: Output, options: dict[str, Any]) -> None:
     from relaymq.bench.disk import (
         DEFAULT_DURATION_SECONDS,
         DEFAULT_RATE_PER_SECOND,
-        MAX_WRITE_BYTES,
         DiskPlan,
         build_disk_report,
         measure_disk,
@@ -230,14 +229,15 @@ def measure_the_disk(output: Output, options: dict[str, Any]) -> None:
     )
 
     reject_options_disk_ignores()
-    if options["message_bytes"] > MAX_WRITE_BYTES:
-        raise click.UsageError(f"disk writes at most {MAX_WRITE_BYTES:,} bytes at a time")
-    plan = DiskPlan(
-        options["data_dir"] or Path(tempfile.gettempdir()),
-        options["duration"] or DEFAULT_DURATION_SECONDS,
-        options["rate"] or DEFAULT_RATE_PER_SECOND,
-        options["message_bytes"],
-    )
+    try:
+        plan = DiskPlan(
+            options["data_dir"] or Path(tempfile.gettempdir()),
+            options["duration"] or DEFAULT_DURATION_SECONDS,
+            options["rate"] or DEFAULT_RATE_PER_SECOND,
+            options["message_bytes"],
+        )
+    except InvalidArgument as error:
+        raise click.UsageError(error.message) from None
     try:
         report = build_disk_report(plan, measure_disk(plan))
     except OSError as error:
